@@ -1,0 +1,215 @@
+// Integration harness: renders an nginx config into a temporary prefix, starts a real nginx (master +
+// workers, `daemon off`) as a child process, waits until its ports answer, and always stops it.
+// Everything listens on 127.0.0.1, on ports below 32768 (the kernel's ephemeral range starts there).
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import net from "node:net";
+import http from "node:http";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const LUA = path.join(ROOT, "dist/lua");
+export const NGINX = execFileSync(path.join(ROOT, "scripts/nginx-bin.sh")).toString().trim();
+const IS_OPENRESTY = !NGINX.endsWith("/nginx");
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** true when nothing listens on 127.0.0.1:port and we can bind it */
+function portFree(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+  });
+}
+
+let nextPort = 20000 + (process.pid % 400) * 20;
+/** n consecutive free ports below 32768 */
+export async function freePorts(n) {
+  for (let tries = 0; tries < 500; tries++) {
+    if (nextPort + n >= 32000) nextPort = 20000;
+    const base = nextPort;
+    nextPort += n + 1;
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await portFree(base + i);
+    if (ok) return Array.from({ length: n }, (_, i) => base + i);
+  }
+  throw new Error("no free ports");
+}
+
+/**
+ * One HTTP request over a fresh connection. Returns { status, headers, body }. Never throws on HTTP
+ * status; rejects on connection errors (unless opts.allowError, then status 0).
+ */
+export function request(port, method, urlPath, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const headers = { ...(opts.headers || {}) };
+    let body = opts.body;
+    if (body !== undefined && !opts.chunks && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(body);
+    if (opts.chunks) headers["transfer-encoding"] = "chunked";
+    const req = http.request({ host: "127.0.0.1", port, method, path: urlPath, headers, agent: false }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts).toString() }));
+      res.on("error", reject);
+    });
+    req.setTimeout(opts.timeout ?? 10000, () => req.destroy(new Error("timeout")));
+    req.on("error", (e) => (opts.allowError ? resolve({ status: 0, headers: {}, body: String(e.message) }) : reject(e)));
+    if (opts.chunks) {
+      (async () => {
+        for (const c of opts.chunks) { req.write(c); if (opts.chunkDelay) await sleep(opts.chunkDelay); }
+        req.end();
+      })();
+    } else {
+      if (body !== undefined) req.write(body);
+      req.end();
+    }
+  });
+}
+
+function luaString(s) {
+  return `"${String(s).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`;
+}
+/** Renders a JS value as a Lua table constructor (for init() options). */
+export function luaValue(v) {
+  if (v === null || v === undefined) return "nil";
+  if (typeof v === "string") return luaString(v);
+  if (typeof v === "number" || typeof v === "boolean") return String(v);
+  if (Array.isArray(v)) return `{ ${v.map(luaValue).join(", ")} }`;
+  return `{ ${Object.entries(v).map(([k, x]) => `[${luaString(k)}] = ${luaValue(x)}`).join(", ")} }`;
+}
+
+/**
+ * Starts nginx. Options:
+ *   workers (2), init (init() options object), backends (number of demo backends: each answers its own
+ *   port as the body), httpExtra / serverExtra (config text), dictSize ("32m"), prefix (reuse a prefix:
+ *   for restart tests), upstreamConf (text written to <prefix>/upstream.conf and passed as upstream_conf),
+ *   includeConf (false: do not include nginx/dyups.conf; the test supplies its own in httpExtra).
+ * Returns an object with ports, request helpers, logs and stop().
+ */
+export async function startNginx(o = {}) {
+  const workers = o.workers ?? 2;
+  const nb = o.backends ?? 2;
+  const ports = await freePorts(2 + nb);
+  const [proxyPort, apiPort] = ports;
+  const backendPorts = ports.slice(2);
+  const prefix = o.prefix ?? mkdtempSync(path.join(tmpdir(), "dyups-it-"));
+  mkdirSync(path.join(prefix, "conf"), { recursive: true });
+  mkdirSync(path.join(prefix, "logs"), { recursive: true });
+  const init = { ...(o.init || {}) };
+  if (o.upstreamConf !== undefined) {
+    writeFileSync(path.join(prefix, "upstream.conf"), o.upstreamConf);
+    init.upstream_conf = path.join(prefix, "upstream.conf");
+  }
+  const dyupsConf = o.includeConf === false ? "" : `include ${ROOT}/nginx/dyups.conf;`;
+  const conf = `
+${IS_OPENRESTY ? "" : "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"}
+daemon off;
+master_process on;
+worker_processes ${workers};
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/logs/error.log ${o.logLevel ?? "info"};
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
+  lua_package_path "${LUA}/?.lua;${LUA}/?/init.lua;;";
+  ${dyupsConf}
+  init_by_lua_block { require("dyups").init(${luaValue(init)}) }
+  init_worker_by_lua_block { require("dyups").init_worker() }
+  ${o.httpExtra ?? ""}
+${backendPorts.map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}
+  server {
+    listen 127.0.0.1:${proxyPort};
+    location / {
+      set $dyups_upstream $host;
+      proxy_pass http://dyups;
+      ${o.proxyExtra ?? ""}
+    }
+  }
+  server {
+    listen 127.0.0.1:${apiPort};
+    client_max_body_size ${o.maxBody ?? "64m"};
+    location / { content_by_lua_block { require("dyups").interface() } }
+    ${o.serverExtra ?? ""}
+  }
+}
+`;
+  writeFileSync(path.join(prefix, "conf/nginx.conf"), conf);
+  const errorLog = path.join(prefix, "logs/error.log");
+  const proc = spawn(NGINX, ["-p", prefix, "-c", "conf/nginx.conf"], { stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  proc.stderr.on("data", (d) => (stderr += d));
+  proc.stdout.on("data", (d) => (stderr += d));
+  const exited = new Promise((r) => proc.once("exit", (code, sig) => r({ code, sig })));
+  let done = false;
+  exited.then(() => (done = true));
+
+  const ng = {
+    prefix, proxyPort, apiPort, backendPorts, proc, conf, workers,
+    get exited() { return done; },
+    stderr: () => stderr,
+    errorLog: () => (existsSync(errorLog) ? readFileSync(errorLog, "utf8") : ""),
+    api: (method, p, opts) => request(apiPort, method, p, opts),
+    get: (p, opts) => request(apiPort, "GET", p, opts),
+    post: (p, body, opts = {}) => request(apiPort, "POST", p, { ...opts, body }),
+    del: (p, opts) => request(apiPort, "DELETE", p, opts),
+    /** a request through the proxy to upstream `name` */
+    proxy: (name, p = "/", opts = {}) => request(proxyPort, opts.method ?? "GET", p, { ...opts, headers: { host: name, ...(opts.headers || {}) } }),
+    masterPid: () => Number(readFileSync(path.join(prefix, "nginx.pid"), "utf8").trim()),
+    workerPids: () => {
+      const master = ng.masterPid();
+      return execFileSync("pgrep", ["-P", String(master)]).toString().trim().split(/\s+/).map(Number)
+        .filter((p) => { try { return !readFileSync(`/proc/${p}/cmdline`, "utf8").includes("cache"); } catch { return false; } });
+    },
+    /** send a signal to the master: "HUP" (reload), ... */
+    signal: (sig) => process.kill(ng.masterPid(), `SIG${sig}`),
+    async stop() {
+      if (!done) {
+        proc.kill("SIGQUIT");
+        const t = setTimeout(() => { if (!done) proc.kill("SIGKILL"); }, 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      if (!o.keepPrefix && !o.prefix) rmSync(prefix, { recursive: true, force: true });
+    },
+  };
+  // wait until both ports answer (or nginx exits: a config error)
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    if (done) {
+      const e = new Error(`nginx exited at start:\n${stderr}\n${ng.errorLog()}`);
+      e.stderr = stderr + ng.errorLog();
+      if (!o.keepPrefix && !o.prefix) rmSync(prefix, { recursive: true, force: true });
+      throw e;
+    }
+    const a = await request(apiPort, "GET", "/list", { allowError: true, timeout: 1000 });
+    const b = await request(proxyPort, "GET", "/", { allowError: true, timeout: 1000 });
+    if (a.status && b.status) break;
+    if (Date.now() > deadline) { await ng.stop(); throw new Error(`nginx did not answer:\n${stderr}`); }
+    await sleep(20);
+  }
+  return ng;
+}
+
+/** Starts nginx expecting it to fail; resolves with its output. */
+export async function startNginxExpectFailure(o = {}) {
+  try {
+    const ng = await startNginx(o);
+    await ng.stop();
+  } catch (e) {
+    return e.stderr ?? String(e);
+  }
+  throw new Error("nginx started but was expected to fail");
+}
+
+/** Until fn() returns truthy or ms passes; returns the last value. */
+export async function eventually(fn, ms = 5000, step = 20) {
+  const end = Date.now() + ms;
+  let v;
+  while (Date.now() < end) { v = await fn(); if (v) return v; await sleep(step); }
+  return v;
+}
