@@ -89,6 +89,8 @@ export interface UpstreamRecord {
     endpoints: Endpoint[][];
     /** the log version that produced this record */
     rev: number;
+    /** the version that first created this upstream (kept across replaces: listing order) */
+    created?: number;
     /** where it came from: "api", "conf", "dns", "state" */
     source: string;
 }

@@ -1,0 +1,159 @@
+/** @noSelfInFile */
+// Turning server directives into endpoints when a body is applied. IPs and unix sockets are themselves;
+// names are looked up in /etc/hosts, then (only where the phase may yield: content, timer) with the
+// non-blocking DNS client. Never blocks a worker, never runs on the request path.
+// A name that cannot be resolved: with `resolve` the server is kept with no endpoints (unavailable until
+// the DNS timer resolves it); without `resolve` the body is refused, as nginx refuses such a config.
+// Where the phase cannot yield (init, init_worker), names are left unresolved for the DNS timer.
+import { Endpoint, Result, UpstreamSpec } from "../model";
+import { getOptions } from "../options";
+
+interface DnsModule {
+    ["new"](this: DnsModule, opts: object): LuaMultiReturn<[RestyDns.Resolver | undefined, string | undefined]>;
+    TYPE_A: number;
+    TYPE_AAAA: number;
+    TYPE_SRV: number;
+}
+
+let dnsModule: DnsModule | undefined | false;
+/** OpenResty ships resty.dns.resolver; Debian installs the same module as nginx.dns.resolver. */
+export function dnsClient(): DnsModule | undefined {
+    if (dnsModule === undefined) {
+        let [ok, m] = pcall(require, "resty.dns.resolver");
+        if (!ok) [ok, m] = pcall(require, "nginx.dns.resolver");
+        dnsModule = ok ? (m as DnsModule) : false;
+    }
+    return dnsModule === false ? undefined : dnsModule;
+}
+
+let hostsCache: LuaTable<string, string[]> | undefined;
+let hostsRead = 0;
+/** /etc/hosts, re-read at most every 5 s: name (lowercase) -> addresses in file order. */
+export function hostsLookup(name: string): string[] | undefined {
+    const now = ngx.now();
+    if (hostsCache === undefined || now - hostsRead > 5) {
+        hostsRead = now;
+        const t: LuaTable<string, string[]> = new LuaTable();
+        const [f] = io.open("/etc/hosts", "r");
+        if (f !== undefined) {
+            for (const [line] of f.lines()) {
+                const [body] = string.gsub(line, "#.*$", "");
+                let addr: string | undefined;
+                for (const [word] of string.gmatch(body, "%S+")) {
+                    if (addr === undefined) addr = word;
+                    else {
+                        const key = string.lower(word);
+                        let list = t.get(key);
+                        if (list === undefined) {
+                            list = [];
+                            t.set(key, list);
+                        }
+                        list[list.length] = addr;
+                    }
+                }
+            }
+            f.close();
+        }
+        hostsCache = t;
+    }
+    return hostsCache.get(string.lower(name));
+}
+
+let resolvConf: string[] | undefined;
+/** Nameservers: the `resolver` option, else /etc/resolv.conf. Entries "ip" or "ip:port" / "[v6]:port". */
+export function nameservers(): (string | [string, number])[] {
+    const out: (string | [string, number])[] = [];
+    let list = getOptions().resolver;
+    if (list === undefined) {
+        if (resolvConf === undefined) {
+            resolvConf = [];
+            const [f] = io.open("/etc/resolv.conf", "r");
+            if (f !== undefined) {
+                for (const [line] of f.lines()) {
+                    const [ns] = string.match(line, "^%s*nameserver%s+([^%s]+)");
+                    if (ns !== undefined) resolvConf[resolvConf.length] = ns;
+                }
+                f.close();
+            }
+        }
+        list = resolvConf;
+    }
+    for (const [, ns] of ipairs(list)) {
+        let [h, p] = string.match(ns, "^%[(.+)%]:(%d+)$");
+        if (h === undefined) [h, p] = string.match(ns, "^([%d%.]+):(%d+)$");
+        const entry: string | [string, number] = h !== undefined ? [h, tonumber(p) as number] : ns;
+        out[out.length] = entry;
+    }
+    return out;
+}
+
+export interface Answer {
+    addrs: string[];
+    ttl: number;
+}
+
+/**
+ * Resolves a name to addresses (A, then AAAA when there is no A) with the DNS client. Yields (cosockets):
+ * content and timer phases only. Returns the addresses and the smallest TTL, or an error: "nxdomain",
+ * "no addresses", or the client's error ("timeout", "connection refused", "server failure"...).
+ */
+export function queryName(name: string): LuaMultiReturn<[Answer, undefined] | [undefined, string]> {
+    const dns = dnsClient();
+    if (dns === undefined) return $multi(undefined, "no DNS client (resty.dns.resolver) installed");
+    const servers = nameservers();
+    if (servers.length === 0) return $multi(undefined, "no nameservers (set the resolver option)");
+    const o = getOptions();
+    const [r, err] = dns.new({ nameservers: servers, retrans: 2, timeout: o.dns_timeout * 1000 });
+    if (r === undefined) return $multi(undefined, `cannot create resolver: ${err}`);
+    let lastErr = "no addresses";
+    for (const qtype of [dns.TYPE_A, dns.TYPE_AAAA]) {
+        const [answers, qerr] = r.query(name, { qtype });
+        if (answers === undefined) return $multi(undefined, qerr ?? "query failed");
+        if (answers.errcode !== undefined) {
+            if (answers.errcode === 3) return $multi(undefined, "nxdomain");
+            return $multi(undefined, `dns error ${answers.errcode}: ${answers.errstr}`);
+        }
+        const addrs: string[] = [];
+        let ttl = math.huge;
+        for (const [, a] of ipairs(answers)) {
+            if (a.address !== undefined && (a.type === dns.TYPE_A || a.type === dns.TYPE_AAAA)) {
+                addrs[addrs.length] = a.address;
+                if (a.ttl < ttl) ttl = a.ttl;
+            }
+        }
+        if (addrs.length > 0) return $multi({ addrs, ttl }, undefined);
+        lastErr = "no addresses";
+    }
+    return $multi(undefined, lastErr);
+}
+
+/**
+ * Endpoints for every server of a spec (endpoints[i] for servers[i]). `yieldable`: the phase may use
+ * cosockets. Errors name the server: `host not found in upstream "x.invalid:80" (nxdomain)`.
+ */
+export function resolveEndpoints(spec: UpstreamSpec, yieldable: boolean): Result<Endpoint[][]> {
+    const out: Endpoint[][] = [];
+    for (const [i, s] of ipairs(spec.servers)) {
+        const eps: Endpoint[] = [];
+        if (s.kind === "name" && s.service === undefined) {
+            let addrs = hostsLookup(s.host);
+            let err: string | undefined;
+            if (addrs === undefined && yieldable) {
+                const [ans, qerr] = queryName(s.host);
+                if (ans !== undefined) addrs = ans.addrs;
+                err = qerr;
+            }
+            if (addrs !== undefined) {
+                for (const [, a] of ipairs(addrs)) {
+                    eps[eps.length] = { host: a, port: s.port };
+                }
+            } else if (yieldable && !s.resolve) {
+                return $multi(undefined, `host not found in upstream "${s.addr}" in server ${s.index} (${err})`);
+            }
+        } else if (s.kind !== "name") {
+            (eps as unknown as LuaTable<number, Endpoint>).set(1, { host: s.host, port: s.port });
+        }
+        (out as unknown as LuaTable<number, Endpoint[]>).set(i, eps);
+    }
+    return $multi(out, undefined);
+}

@@ -1,0 +1,109 @@
+/** @noSelfInFile */
+// init() options: defaults, validation, and the one table every module reads. Runs in init_by_lua (master);
+// workers inherit the validated table. A bad option raises at start-up, so nginx refuses to start with the
+// reason (a caller's mistake, not a run-time failure).
+
+export interface Options {
+    /** the lua_shared_dict holding the command log and peer state */
+    dict: string;
+    /** file of nginx-syntax `upstream NAME { ... }` blocks: the initial upstreams */
+    upstream_conf?: string;
+    /** where the state is saved (atomically) after changes and loaded on a fresh start */
+    state_file?: string;
+    /** seconds between an idle worker's catch-up checks (requests catch up on their own) */
+    sync_interval: number;
+    /** the original's dyups_trylock: a write that finds the lock held answers 409 at once */
+    trylock: boolean;
+    /** seconds a writer waits for the lock before giving up with 409 */
+    lock_timeout: number;
+    /** the original's dyups_read_msg_log: log every catch-up at info level */
+    read_msg_log: boolean;
+    /** how many upstreams may exist */
+    max_upstreams: number;
+    /** nameservers, "ip[:port]"; default: /etc/resolv.conf */
+    resolver?: string[];
+    /** clamp for DNS TTLs (seconds) */
+    dns_min_ttl: number;
+    dns_max_ttl: number;
+    /** how long (seconds) the last good answer is served after resolution starts failing */
+    dns_stale_ttl: number;
+    /** DNS query timeout (seconds) */
+    dns_timeout: number;
+}
+
+export const DEFAULTS: Options = {
+    dict: "dyups",
+    sync_interval: 0.1,
+    trylock: false,
+    lock_timeout: 5,
+    read_msg_log: false,
+    max_upstreams: 100000,
+    dns_min_ttl: 1,
+    dns_max_ttl: 3600,
+    dns_stale_ttl: 3600,
+    dns_timeout: 2,
+};
+
+type Kind = "string" | "number" | "boolean" | "list";
+const KINDS: LuaTable<string, Kind> = new LuaTable();
+KINDS.set("dict", "string");
+KINDS.set("upstream_conf", "string");
+KINDS.set("state_file", "string");
+KINDS.set("sync_interval", "number");
+KINDS.set("trylock", "boolean");
+KINDS.set("lock_timeout", "number");
+KINDS.set("read_msg_log", "boolean");
+KINDS.set("max_upstreams", "number");
+KINDS.set("resolver", "list");
+KINDS.set("dns_min_ttl", "number");
+KINDS.set("dns_max_ttl", "number");
+KINDS.set("dns_stale_ttl", "number");
+KINDS.set("dns_timeout", "number");
+
+/** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
+export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
+    const out = {} as LuaTable<string, unknown>;
+    for (const [k, v] of pairs(DEFAULTS as unknown as LuaTable<string, unknown>)) out.set(k, v);
+    if (user === undefined) return $multi(out as unknown as Options, undefined);
+    if (type(user) !== "table") return $multi(undefined, `options must be a table, got ${type(user)}`);
+    for (const [k, v] of pairs(user as LuaTable<string | number, unknown>)) {
+        if (type(k) !== "string") return $multi(undefined, `option names must be strings, got ${type(k)}`);
+        const kind = KINDS.get(k as string);
+        if (kind === undefined) return $multi(undefined, `unknown option "${k as string}"`);
+        if (kind === "list") {
+            if (type(v) !== "table") return $multi(undefined, `option "${k as string}" must be a list of strings`);
+            for (const [, x] of ipairs(v as unknown as unknown[])) {
+                if (type(x) !== "string") return $multi(undefined, `option "${k as string}" must be a list of strings`);
+            }
+        } else if (type(v) !== kind) {
+            return $multi(undefined, `option "${k as string}" must be a ${kind}, got ${type(v)}`);
+        }
+        out.set(k as string, v);
+    }
+    const o = out as unknown as Options;
+    if (o.dict === "") return $multi(undefined, `option "dict" must not be empty`);
+    if (!(o.sync_interval > 0 && o.sync_interval <= 60)) return $multi(undefined, `option "sync_interval" must be in (0, 60] seconds`);
+    if (!(o.lock_timeout >= 0 && o.lock_timeout <= 60)) return $multi(undefined, `option "lock_timeout" must be in [0, 60] seconds`);
+    if (!(o.max_upstreams >= 1) || math.floor(o.max_upstreams) !== o.max_upstreams) return $multi(undefined, `option "max_upstreams" must be a positive integer`);
+    if (!(o.dns_min_ttl >= 0)) return $multi(undefined, `option "dns_min_ttl" must be >= 0`);
+    if (!(o.dns_max_ttl >= o.dns_min_ttl)) return $multi(undefined, `option "dns_max_ttl" must be >= dns_min_ttl`);
+    if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
+    if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
+    if (o.resolver !== undefined) {
+        for (const [i, ns] of ipairs(o.resolver)) {
+            if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {
+                return $multi(undefined, `option "resolver" entry ${i} ("${ns}") must be "ip[:port]"`);
+            }
+        }
+    }
+    return $multi(o, undefined);
+}
+
+/** The options in force in this process (set by init(); workers inherit them from the master). */
+let current: Options = DEFAULTS;
+export function getOptions(): Options {
+    return current;
+}
+export function setOptions(o: Options): void {
+    current = o;
+}

@@ -1,0 +1,147 @@
+/** @noSelfInFile */
+// balancer_by_lua and log_by_lua entry points: the per-request path. No yields, no locks, no string
+// building (except composite hash keys), no TSTL lualib helpers.
+//
+// First try: the version gate (registry.sync: one shm get), look up $dyups_upstream, pin the version
+// (refs + 1, held in ngx.ctx), pick, set_more_tries. Retries: report the failed peer, mark it tried, pick
+// again from the same pinned version. Log phase: report the last try's outcome, close the connection
+// count, release the pin; the last holder of a retired version unlinks it.
+// Unknown upstream or no available peer: no peer is set, so nginx falls back to the placeholder server
+// (127.0.0.1:1 down) and answers 502 without sending anything anywhere.
+import * as balancer from "ngx.balancer";
+import { pick } from "../balance/peer_set";
+import { lookup, Peers, releaseRetired, sync, UpstreamVersion } from "../registry";
+import { connClose, connOpen, peerState, reportFailure, reportSuccess } from "./peer_state";
+
+const set_current_peer = balancer.set_current_peer;
+const set_more_tries = balancer.set_more_tries;
+const get_last_failure = balancer.get_last_failure;
+const lower = string.lower;
+const concat = table.concat;
+const log = ngx.log;
+const INFO = ngx.INFO;
+const ERR = ngx.ERR;
+
+function hashKey(ver: UpstreamVersion): string {
+    const vars = ngx.var;
+    const n = ver.keyParts;
+    const lits = ver.keyLits as unknown as LuaTable<number, string>;
+    const names = ver.keyVars as unknown as LuaTable<number, string>;
+    if (n === 1 && lits.get(1) === "") {
+        const name = names.get(1);
+        return name === "" ? "" : (vars[name] ?? "");
+    }
+    const buf: LuaTable<number, string> = new LuaTable();
+    let j = 0;
+    for (let i = 1; i <= n; i++) {
+        j = j + 1;
+        buf.set(j, lits.get(i));
+        const name = names.get(i);
+        if (name !== "") {
+            j = j + 1;
+            buf.set(j, vars[name] ?? "");
+        }
+    }
+    return concat(buf as unknown as string[]);
+}
+
+function keyFor(ver: UpstreamVersion): string | undefined {
+    const m = ver.rec.spec.method;
+    if (m === "ip_hash") return ngx.var.remote_addr;
+    if (m === "hash") return hashKey(ver);
+    return undefined;
+}
+
+export function balance(): void {
+    const ctx = ngx.ctx;
+    let ver = ctx.dyups_v as UpstreamVersion | undefined;
+    let tried = ctx.dyups_tried as LuaTable<number, boolean> | undefined;
+    if (ver === undefined) {
+        sync();
+        const name = ngx.var.dyups_upstream;
+        if (name === undefined || name === "") {
+            log(ERR, "dyups: $dyups_upstream is empty: set it before proxy_pass http://dyups");
+            return;
+        }
+        ver = lookup(name) ?? lookup(lower(name));
+        if (ver === undefined) {
+            log(INFO, "dyups: no upstream named \"", name, "\"");
+            return;
+        }
+        ver.refs = ver.refs + 1;
+        ctx.dyups_v = ver;
+        const total = ver.peers.total;
+        if (total > 1) set_more_tries(total - 1);
+    } else {
+        // a retry: the previous try on peer gi failed
+        const prev = ctx.dyups_gi as number;
+        if (prev > 0) {
+            const peers = ver.peers;
+            const [state] = get_last_failure();
+            if (state === "failed") reportFailure(peers, prev);
+            if (ctx.dyups_conn === true) {
+                connClose(peers, prev);
+                ctx.dyups_conn = false;
+            }
+            if (tried === undefined) {
+                tried = new LuaTable();
+                ctx.dyups_tried = tried;
+            }
+            tried.set(prev, true);
+        }
+    }
+    const peers: Peers = ver.peers;
+    if (peers.total === 0) {
+        log(ERR, "dyups: upstream \"", ver.name, "\" has no resolved servers");
+        return;
+    }
+    const gi = pick(peers, peerState, tried, keyFor(ver));
+    ctx.dyups_gi = gi;
+    if (gi === 0) {
+        log(ERR, "dyups: no live servers in upstream \"", ver.name, "\"");
+        return;
+    }
+    const port = (peers.ports as unknown as LuaTable<number, number>).get(gi);
+    const [ok, err] = port > 0
+        ? set_current_peer((peers.hosts as unknown as LuaTable<number, string>).get(gi), port)
+        : set_current_peer((peers.hosts as unknown as LuaTable<number, string>).get(gi));
+    if (!ok) {
+        log(ERR, "dyups: cannot set peer ", (peers.ids as unknown as LuaTable<number, string>).get(gi), ": ", err);
+        return;
+    }
+    if (peers.trackConns) {
+        connOpen(peers, gi);
+        ctx.dyups_conn = true;
+    }
+}
+
+/** The last try failed at the connection level (no response header from the peer). */
+function lastTryFailed(): boolean {
+    const status = ngx.status;
+    if (status !== 502 && status !== 504) return false;
+    const times = ngx.var.upstream_header_time;
+    if (times === undefined) return true;
+    const last = string.match(times, "([^,%s]+)%s*$")[0];
+    return last === undefined || last === "-";
+}
+
+export function logPhase(): void {
+    const ctx = ngx.ctx;
+    const ver = ctx.dyups_v as UpstreamVersion | undefined;
+    if (ver === undefined) return;
+    ctx.dyups_v = undefined;
+    const gi = ctx.dyups_gi as number | undefined;
+    const peers = ver.peers;
+    if (gi !== undefined && gi > 0) {
+        if (ctx.dyups_conn === true) {
+            connClose(peers, gi);
+            ctx.dyups_conn = false;
+        }
+        if (peers.anyMaxFails) {
+            if (lastTryFailed()) reportFailure(peers, gi);
+            else reportSuccess(peers, gi);
+        }
+    }
+    ver.refs = ver.refs - 1;
+    if (ver.retired && ver.refs <= 0) releaseRetired(ver);
+}

@@ -1,0 +1,278 @@
+/** @noSelfInFile */
+// The per-worker registry: upstream name -> the immutable UpstreamVersion this worker routes by, kept in step
+// with the command log. sync() is the per-request version gate (one shm get when nothing changed); catching
+// up applies the names changed since the last applied version, or rebuilds everything when the log was
+// compacted past us (or at worker start).
+//
+// Refcounts: a request pins a version (refs + 1) at its first balancer try and releases it in the log phase.
+// A replaced or deleted version is retired; it stays in `retired` until its last holder releases it.
+// Versions own nothing outside the Lua heap (peer state is keyed by address in shm and survives versions),
+// so release only unlinks them; their peer sets go to the GC with the last reference.
+// Phases: any (balancer included): no yields, only shm reads and JSON decoding.
+import { buildPeerSet, PeerInit, PeerSet } from "./balance/peer_set";
+import { Endpoint, UpstreamRecord } from "./model";
+import { getOptions } from "./options";
+import { allNames, changedSince, readRecord } from "./store/command_log";
+import { CONNS_PREFIX, DOWN_PREFIX, FAILS_PREFIX, VERSION, WORKER_PREFIX } from "./store/keys";
+import { shm } from "./store/shm";
+
+/** A peer set plus the shm keys of each peer (precomputed: the hot path builds no strings). */
+export interface Peers extends PeerSet {
+    /** d:<id>, f:<id>, k:<id> per global peer index */
+    dkeys: string[];
+    fkeys: string[];
+    kkeys: string[];
+    /** any peer with max_fails > 0 (passive health accounting on) */
+    anyMaxFails: boolean;
+    /** count active requests per peer (least_conn, random two, max_conns) */
+    trackConns: boolean;
+}
+
+export interface UpstreamVersion {
+    name: string;
+    rev: number;
+    rec: UpstreamRecord;
+    peers: Peers;
+    /** hash KEY split into literal text and variable names (hash method only) */
+    keyLits?: string[];
+    keyVars?: string[];
+    keyParts: number;
+    /** requests holding this version */
+    refs: number;
+    retired: boolean;
+}
+
+const byName: LuaTable<string, UpstreamVersion> = new LuaTable();
+const retired: LuaTable<UpstreamVersion, boolean> = new LuaTable();
+let retiredCount = 0;
+let upstreamCount = 0;
+let applied = 0;
+let dict: NgxSharedDict | undefined;
+
+/** The shm id of an endpoint: "host:port", "[v6]:port", or the unix path. */
+export function endpointId(e: Endpoint): string {
+    if (e.port === 0 || string.sub(e.host, 1, 5) === "unix:") return e.host;
+    if (string.find(e.host, ":", 1, true)[0] !== undefined) return `[${e.host}]:${e.port}`;
+    return `${e.host}:${e.port}`;
+}
+
+/** Split "$request_uri" / "${arg_a}x$cookie_b" into literals and variable names, in order. */
+function splitKey(key: string): LuaMultiReturn<[string[], string[], number]> {
+    const lits: string[] = [];
+    const vars: string[] = [];
+    let n = 0;
+    let pos = 1;
+    const len = key.length;
+    while (pos <= len) {
+        const [s] = string.find(key, "$", pos, true);
+        if (s === undefined) {
+            n = n + 1;
+            (lits as unknown as LuaTable<number, string>).set(n, string.sub(key, pos));
+            (vars as unknown as LuaTable<number, string>).set(n, "");
+            break;
+        }
+        let name: string | undefined;
+        let after: number;
+        if (string.sub(key, s + 1, s + 1) === "{") {
+            const [e] = string.find(key, "}", s + 2, true);
+            name = string.sub(key, s + 2, (e ?? len + 1) - 1);
+            after = (e ?? len) + 1;
+        } else {
+            const [, e] = string.find(key, "^[%w_]+", s + 1);
+            name = e !== undefined ? string.sub(key, s + 1, e) : "";
+            after = (e ?? s) + 1;
+        }
+        n = n + 1;
+        (lits as unknown as LuaTable<number, string>).set(n, string.sub(key, pos, s - 1));
+        (vars as unknown as LuaTable<number, string>).set(n, name);
+        pos = after;
+    }
+    return $multi(lits, vars, n);
+}
+
+/** Builds the immutable version of a record. O(endpoints) (+ the consistent-hash ring). */
+export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
+    const spec = rec.spec;
+    const inits: PeerInit[] = [];
+    let n = 0;
+    for (const [i, s] of ipairs(spec.servers)) {
+        const eps = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i);
+        if (eps !== undefined) {
+            for (const [, e] of ipairs(eps)) {
+                n = n + 1;
+                (inits as unknown as LuaTable<number, PeerInit>).set(n, {
+                    id: endpointId(e),
+                    host: e.host,
+                    port: e.port,
+                    weight: e.weight ?? s.weight,
+                    maxFails: s.maxFails,
+                    failTimeout: s.failTimeout,
+                    maxConns: s.maxConns,
+                    backup: s.backup,
+                    down: s.down,
+                });
+            }
+        }
+    }
+    const set = buildPeerSet(inits, {
+        method: spec.method,
+        hashConsistent: spec.hashConsistent === true,
+        randomTwo: spec.randomTwo === true,
+    }) as Peers;
+    set.dkeys = [];
+    set.fkeys = [];
+    set.kkeys = [];
+    let anyMaxFails = false;
+    let anyMaxConns = false;
+    for (let gi = 1; gi <= set.total; gi++) {
+        const id = (set.ids as unknown as LuaTable<number, string>).get(gi);
+        (set.dkeys as unknown as LuaTable<number, string>).set(gi, DOWN_PREFIX + id);
+        (set.fkeys as unknown as LuaTable<number, string>).set(gi, FAILS_PREFIX + id);
+        (set.kkeys as unknown as LuaTable<number, string>).set(gi, CONNS_PREFIX + id);
+        if ((set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) anyMaxFails = true;
+        if ((set.maxConns as unknown as LuaTable<number, number>).get(gi) > 0) anyMaxConns = true;
+    }
+    set.anyMaxFails = anyMaxFails;
+    set.trackConns = anyMaxConns || spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
+    const ver: UpstreamVersion = { name: rec.name, rev: rec.rev, rec, peers: set, keyParts: 0, refs: 0, retired: false };
+    if (spec.method === "hash" && spec.hashKey !== undefined) {
+        const [lits, vars, parts] = splitKey(spec.hashKey);
+        ver.keyLits = lits;
+        ver.keyVars = vars;
+        ver.keyParts = parts;
+    }
+    return ver;
+}
+
+function retire(ver: UpstreamVersion): void {
+    ver.retired = true;
+    if (ver.refs <= 0) return;
+    retired.set(ver, true);
+    retiredCount = retiredCount + 1;
+}
+
+/** Called when a request releases a retired version: the last holder unlinks it. */
+export function releaseRetired(ver: UpstreamVersion): void {
+    if (retired.get(ver) === true) {
+        retired.delete(ver);
+        retiredCount = retiredCount - 1;
+    }
+}
+
+function applyName(name: string): void {
+    const rec = readRecord(name);
+    const old = byName.get(name);
+    if (rec === undefined) {
+        if (old !== undefined) {
+            byName.delete(name);
+            upstreamCount = upstreamCount - 1;
+            retire(old);
+        }
+        return;
+    }
+    if (old !== undefined && old.rev === rec.rev) return;
+    const [ok, ver] = pcall(buildVersion, rec);
+    if (!ok) {
+        // A record in the log is validated before it is written; a failure here is a bug, not bad input.
+        ngx.log(ngx.ALERT, "dyups: cannot build upstream ", name, " revision ", rec.rev, ": ", ver);
+        return;
+    }
+    byName.set(name, ver as UpstreamVersion);
+    if (old !== undefined) retire(old);
+    else upstreamCount = upstreamCount + 1;
+}
+
+function rebuildAll(): void {
+    const seen: LuaTable<string, boolean> = new LuaTable();
+    for (const [, name] of ipairs(allNames())) {
+        seen.set(name, true);
+        applyName(name);
+    }
+    for (const [name, ver] of pairs(byName)) {
+        if (seen.get(name) !== true) {
+            byName.delete(name);
+            upstreamCount = upstreamCount - 1;
+            retire(ver);
+        }
+    }
+}
+
+function publish(): void {
+    const d = dict ?? shm();
+    d.set(WORKER_PREFIX + ngx.worker.id(), `${ngx.worker.pid()} ${applied} ${ngx.now()}`);
+}
+
+/** Catch up to version `v` (or to the current one). Returns how many names were applied. */
+export function catchUp(v?: number): number {
+    const d = dict ?? shm();
+    dict = d;
+    const target = v ?? (((d.get(VERSION)[0] as number | undefined) ?? 0));
+    if (target === applied) return 0;
+    const from = applied;
+    let count = 0;
+    const names = target > applied ? changedSince(applied, target) : undefined;
+    if (names === undefined) {
+        rebuildAll();
+        count = -1;
+    } else {
+        const done: LuaTable<string, boolean> = new LuaTable();
+        for (const [, name] of ipairs(names)) {
+            if (done.get(name) !== true) {
+                done.set(name, true);
+                applyName(name);
+                count = count + 1;
+            }
+        }
+    }
+    applied = target;
+    publish();
+    if (getOptions().read_msg_log) {
+        ngx.log(ngx.INFO, "[dyups] worker ", ngx.worker.id(), " caught up from version ", from, " to ", target,
+            count < 0 ? " (full rebuild)" : ` (${count} upstreams)`, ", has ", upstreamCount, " upstreams, ", retiredCount, " retired");
+    }
+    return count;
+}
+
+/** The version gate: one shm get when nothing changed. */
+export function sync(): void {
+    const d = dict ?? shm();
+    dict = d;
+    const [v] = d.get(VERSION);
+    if (v !== undefined && v !== applied) catchUp(v as number);
+}
+
+/** The version this worker routes by for NAME (lowercase), or undefined. */
+export function lookup(name: string): UpstreamVersion | undefined {
+    return byName.get(name);
+}
+
+export function appliedVersion(): number {
+    return applied;
+}
+
+/** Heartbeat for the status view (timer). */
+export function heartbeat(): void {
+    publish();
+}
+
+export interface RegistryStats {
+    applied: number;
+    upstreams: number;
+    retired: number;
+    /** refs held on current versions, by name (only names with refs > 0) */
+    refs: LuaTable<string, number>;
+    retiredRefs: number;
+}
+
+export function stats(): RegistryStats {
+    const refs: LuaTable<string, number> = new LuaTable();
+    for (const [name, ver] of pairs(byName)) if (ver.refs > 0) refs.set(name, ver.refs);
+    let rr = 0;
+    for (const [ver] of pairs(retired)) rr = rr + ver.refs;
+    return { applied, upstreams: upstreamCount, retired: retiredCount, refs, retiredRefs: rr };
+}
+
+/** Iterate current versions (status, health checks, DNS). */
+export function eachVersion(): LuaIterable<LuaMultiReturn<[string, UpstreamVersion]>> {
+    return pairs(byName) as unknown as LuaIterable<LuaMultiReturn<[string, UpstreamVersion]>>;
+}

@@ -1,0 +1,37 @@
+/** @noSelfInFile */
+// Every key this product writes in its lua_shared_dict, in one place. Values, types and lifetimes:
+//
+//   v            number   log version: the last committed change. Only ever incremented (incr), never a clock.
+//   c:<v>        string   the name of the upstream changed by version v. Kept for LOG_KEEP versions
+//                          (the writer deletes c:<v-LOG_KEEP>); a reader further behind rebuilds from u:*.
+//   u:<name>     string   JSON UpstreamRecord: the current full state of one upstream; absent once deleted.
+//   n            number   how many u:* keys exist (kept under the write lock, for the max_upstreams limit).
+//   lock         number   the writers' lock: the holder's pid, with a TTL so a dead holder cannot wedge writes.
+//   boot         string   "1" once init() loaded upstream_conf / the state file into this dict (survives reload).
+//   confseen     string   JSON array of the names upstream_conf has defined so far (see init's precedence rule).
+//   w:<id>       string   "pid version time" of worker <id>: the version it has applied (sync observability).
+//   sf:saved     number   the version last written to the state file.
+//   sf:owner     number   pid of the worker writing the state file now (TTL).
+//   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
+//   d:<peer>     boolean  peer marked failed (max_fails reached); TTL fail_timeout.
+//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns).
+//   dns:*                 owned by dyups.dns (see there).
+//   hc:*                  owned by the health checker.
+// Peer state is keyed by address, not by version, so it survives replacing the upstream.
+
+export const VERSION = "v";
+export const CMD_PREFIX = "c:";
+export const UPSTREAM_PREFIX = "u:";
+export const COUNT = "n";
+export const LOCK = "lock";
+export const BOOT = "boot";
+export const CONF_SEEN = "confseen";
+export const WORKER_PREFIX = "w:";
+export const STATE_SAVED = "sf:saved";
+export const STATE_OWNER = "sf:owner";
+export const FAILS_PREFIX = "f:";
+export const DOWN_PREFIX = "d:";
+export const CONNS_PREFIX = "k:";
+
+/** How many log entries stay readable for incremental catch-up. */
+export const LOG_KEEP = 1024;
