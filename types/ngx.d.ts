@@ -59,6 +59,7 @@ interface NgxReq {
     get_body_file(): string | undefined;
     http_version(): number | undefined;
     discard_body(): void;
+    clear_header(name: string): void;
     get_headers_raw?: never;
     set_header(name: string, value: string | string[] | undefined): void;
 }
@@ -149,6 +150,7 @@ interface Ngx {
     exit(status: number): void;
     log(level: NgxLogLevel, ...args: any[]): void;
     flush(wait?: boolean): void;
+    send_headers(): LuaMultiReturn<[1 | undefined, string | undefined]>;
     /** yields: not allowed in init_worker, set_by, header/body_filter, log, balancer phases */
     sleep(seconds: number): void;
     now(): number;

@@ -2,7 +2,7 @@
 // workers, `daemon off`) as a child process, waits until its ports answer, and always stops it.
 // Everything listens on 127.0.0.1, on ports below 32768 (the kernel's ephemeral range starts there).
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync } from "node:fs";
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import net from "node:net";
@@ -98,6 +98,10 @@ export async function startNginx(o = {}) {
   const prefix = o.prefix ?? mkdtempSync(path.join(tmpdir(), "dyups-it-"));
   mkdirSync(path.join(prefix, "conf"), { recursive: true });
   mkdirSync(path.join(prefix, "logs"), { recursive: true });
+  // workers run as nobody: they must reach the temp folders, and write the state folder
+  chmodSync(prefix, 0o755);
+  mkdirSync(path.join(prefix, "state"), { recursive: true });
+  try { execFileSync("chown", ["nobody", path.join(prefix, "state")]); } catch {}
   const init = { ...(o.init || {}) };
   if (o.upstreamConf !== undefined) {
     writeFileSync(path.join(prefix, "upstream.conf"), o.upstreamConf);
@@ -212,4 +216,17 @@ export async function eventually(fn, ms = 5000, step = 20) {
   let v;
   while (Date.now() < end) { v = await fn(); if (v) return v; await sleep(step); }
   return v;
+}
+
+/** Sends raw bytes over one connection and resolves with the raw response text (the server closes). */
+export function rawRequest(port, text, timeout = 5000) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    const parts = [];
+    s.setTimeout(timeout, () => s.destroy(new Error("timeout")));
+    s.on("data", (d) => parts.push(d));
+    s.on("end", () => resolve(Buffer.concat(parts).toString()));
+    s.on("error", reject);
+    s.write(text);
+  });
 }

@@ -22,11 +22,13 @@ function send(status: number, body: string): void {
         ngx.exit(204);
         return;
     }
-    // Setting any header through ngx.header keeps lua-nginx-module from adding a default Content-Type,
-    // like the original module (no Content-Type).
+    // No Content-Type, like the original module (clearing it keeps nginx from adding default_type).
+    ngx.header["Content-Type"] = undefined;
     ngx.header["Content-Length"] = `${body.length}`;
+    // Send our own headers and body, then end with OK: ngx.exit(status) would send nginx's error page.
+    ngx.send_headers();
     if (body !== "") ngx.print(body);
-    ngx.exit(status);
+    ngx.exit(ngx.HTTP_OK);
 }
 
 function sendJson(value: unknown): void {
@@ -36,7 +38,7 @@ function sendJson(value: unknown): void {
     const out = (text ?? "null") + "\n";
     ngx.header["Content-Length"] = `${out.length}`;
     ngx.print(out);
-    ngx.exit(200);
+    ngx.exit(ngx.HTTP_OK);
 }
 
 /** The address /detail shows for a server directive: its first endpoint, else the address as written. */
@@ -103,6 +105,8 @@ function readBody(): LuaMultiReturn<[string | undefined, string | undefined]> {
 function expectedRevision(): LuaMultiReturn<[number | undefined, boolean]> {
     const im = ngx.var.http_if_match;
     if (im !== undefined) {
+        // nginx's not_modified filter would also test If-Match against our response's ETag: we did the test
+        ngx.req.clear_header("If-Match");
         const [digits] = string.match(im, '^%s*"?(%d+)"?%s*$');
         if (digits === undefined) return $multi(undefined, false);
         return $multi(tonumber(digits) as number, true);
