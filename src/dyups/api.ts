@@ -30,7 +30,7 @@ export function prepare(name: string, body: string, source: string): LuaMultiRet
  * Create or replace upstream NAME. Returns status, message: 200 "success"; 400 "add server failed: REASON";
  * 409 "wait and try again\n" (trylock); 412 (expectRev mismatch); 429 (max_upstreams); 507 (dict full).
  */
-export function update(name: string, body: string, expectRev?: number, source?: string): LuaMultiReturn<[number, string]> {
+export function update(name: string, body: string, expectRev?: number, source?: string): LuaMultiReturn<[number, string, number?]> {
     const [lname, nerr] = validateName(name);
     if (lname === undefined) return $multi(400, `${ADD_FAILED}: ${nerr}`);
     const [rec, err] = prepare(lname, body, source ?? "api");
@@ -38,17 +38,17 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     const [v, reason, status] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(status as number, status === 409 ? (reason as string) : `${ADD_FAILED}: ${reason}`);
     catchUp();
-    return $multi(200, "success");
+    return $multi(200, "success", v);
 }
 
 /** Delete upstream NAME: 200 "success", 404 "not found uptream", 409 "wait and try again\n". */
-export function remove(name: string, expectRev?: number): LuaMultiReturn<[number, string]> {
+export function remove(name: string, expectRev?: number): LuaMultiReturn<[number, string, number?]> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(404, "not found uptream");
     const [v, reason, status] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(status as number, reason as string);
     catchUp();
-    return $multi(200, "success");
+    return $multi(200, "success", v);
 }
 
 /** The stored record of NAME (any case), or undefined. */

@@ -159,12 +159,14 @@ export function update(this: void, ...args: unknown[]): LuaMultiReturn<[number, 
     if (select("#", ...args) !== 2) error("exactly 2 arguments expected", 2);
     const name = checkString(args[0], 1, "update");
     const body = checkString(args[1], 2, "update");
-    return api.update(name, body);
+    const [status, msg] = api.update(name, body);
+    return $multi(status, msg);
 }
 
 function delete_(this: void, ...args: unknown[]): LuaMultiReturn<[number, string]> {
     if (select("#", ...args) !== 1) error("exactly 1 argument expected", 2);
-    return api.remove(checkString(args[0], 1, "delete"));
+    const [status, msg] = api.remove(checkString(args[0], 1, "delete"));
+    return $multi(status, msg);
 }
 export { delete_ as delete };
 

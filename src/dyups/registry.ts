@@ -47,7 +47,14 @@ const retired: LuaTable<UpstreamVersion, boolean> = new LuaTable();
 let retiredCount = 0;
 let upstreamCount = 0;
 let applied = 0;
+/** XOR of revisionHash(name, rev) over this worker's versions: equal digests = identical routing state */
+let digest = 0;
 let dict: NgxSharedDict | undefined;
+
+/** The digest term of one upstream revision (see stateDigest in status.ts for the store's side). */
+export function revisionHash(name: string, rev: number): number {
+    return ngx.crc32_short(`${name}:${rev}`);
+}
 
 /** The shm id of an endpoint: "host:port", "[v6]:port", or the unix path. */
 export function endpointId(e: Endpoint): string {
@@ -166,6 +173,7 @@ function applyName(name: string): void {
         if (old !== undefined) {
             byName.delete(name);
             upstreamCount = upstreamCount - 1;
+            digest = digest ^ revisionHash(name, old.rev);
             retire(old);
         }
         return;
@@ -178,8 +186,11 @@ function applyName(name: string): void {
         return;
     }
     byName.set(name, ver as UpstreamVersion);
-    if (old !== undefined) retire(old);
-    else upstreamCount = upstreamCount + 1;
+    digest = digest ^ revisionHash(name, rec.rev);
+    if (old !== undefined) {
+        digest = digest ^ revisionHash(name, old.rev);
+        retire(old);
+    } else upstreamCount = upstreamCount + 1;
 }
 
 function rebuildAll(): void {
@@ -192,6 +203,7 @@ function rebuildAll(): void {
         if (seen.get(name) !== true) {
             byName.delete(name);
             upstreamCount = upstreamCount - 1;
+            digest = digest ^ revisionHash(name, ver.rev);
             retire(ver);
         }
     }
@@ -199,7 +211,9 @@ function rebuildAll(): void {
 
 function publish(): void {
     const d = dict ?? shm();
-    d.set(WORKER_PREFIX + ngx.worker.id(), `${ngx.worker.pid()} ${applied} ${ngx.now()}`);
+    // "pid applied time digest retired luaKB": what GET /status shows per worker
+    d.set(WORKER_PREFIX + ngx.worker.id(),
+        `${ngx.worker.pid()} ${applied} ${ngx.now()} ${digest} ${retiredCount} ${math.floor(collectgarbage("count"))}`);
 }
 
 /** Catch up to version `v` (or to the current one). Returns how many names were applied. */
@@ -257,6 +271,7 @@ export function heartbeat(): void {
 
 export interface RegistryStats {
     applied: number;
+    digest: number;
     upstreams: number;
     retired: number;
     /** refs held on current versions, by name (only names with refs > 0) */
@@ -269,7 +284,7 @@ export function stats(): RegistryStats {
     for (const [name, ver] of pairs(byName)) if (ver.refs > 0) refs.set(name, ver.refs);
     let rr = 0;
     for (const [ver] of pairs(retired)) rr = rr + ver.refs;
-    return { applied, upstreams: upstreamCount, retired: retiredCount, refs, retiredRefs: rr };
+    return { applied, digest, upstreams: upstreamCount, retired: retiredCount, refs, retiredRefs: rr };
 }
 
 /** Iterate current versions (status, health checks, DNS). */

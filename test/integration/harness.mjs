@@ -127,7 +127,8 @@ http {
   ${o.httpExtra ?? ""}
 ${backendPorts.map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}
   server {
-    listen 127.0.0.1:${proxyPort};
+    listen 127.0.0.1:${proxyPort}${o.reuseport === false ? "" : " reuseport"};
+    add_header X-Worker $pid always;
     location / {
       set $dyups_upstream $host;
       proxy_pass http://dyups;

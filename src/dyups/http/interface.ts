@@ -194,7 +194,8 @@ export function handle(): void {
         if (string.lower(r.get(1)) !== "upstream") return send(405, "not support this api");
         const [expect, okHeader] = expectedRevision();
         if (!okHeader) return send(400, "invalid If-Match header");
-        const [status, msg] = remove(r.get(2), expect);
+        const [status, msg, v] = remove(r.get(2), expect);
+        if (v !== undefined) ngx.header["X-Dyups-Version"] = `${v}`;
         return send(status, msg);
     }
     // Any other method: the original reads the body first, then only POST is allowed.
@@ -206,6 +207,7 @@ export function handle(): void {
     if (body === undefined) return send(204, "");
     const [expect, okHeader] = expectedRevision();
     if (!okHeader) return send(400, "invalid If-Match header");
-    const [status, msg] = update(r.get(2), body, expect);
+    const [status, msg, v] = update(r.get(2), body, expect);
+    if (v !== undefined) ngx.header["X-Dyups-Version"] = `${v}`;
     return send(status, msg);
 }
