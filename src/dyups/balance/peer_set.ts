@@ -389,7 +389,8 @@ function chashPick(set: PeerSet, state: PeerState, tried: LuaTable<number, boole
 // random [two least_conn] (ngx_http_upstream_get_random_peer, _get_random2_peer)
 
 function randomPick(set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined): number {
-    if (set.single || set.nPrimary === 0) return rrPick(set, state, tried);
+    // nginx 1.22 tests peers->single here, later versions peers->number < 2: the same without backups
+    if (set.nPrimary < 2) return rrPick(set, state, tried);
     const totalWeight = set.totalWeight;
     let tries = 0;
     for (;;) {
