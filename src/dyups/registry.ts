@@ -109,6 +109,7 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
                 n = n + 1;
                 (inits as unknown as LuaTable<number, PeerInit>).set(n, {
                     id: endpointId(e),
+                    server: s.addr,
                     host: e.host,
                     port: e.port,
                     weight: e.weight ?? s.weight,

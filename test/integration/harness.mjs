@@ -179,7 +179,8 @@ ${backendPorts.map((p) => `  server { listen 127.0.0.1:${p}; location / { return
         await exited;
         clearTimeout(t);
       }
-      if (!o.keepPrefix && !o.prefix) rmSync(prefix, { recursive: true, force: true });
+      if (!o.keepPrefix && !o.prefix && !process.env.DYUPS_KEEP) rmSync(prefix, { recursive: true, force: true });
+      else console.log(`# nginx prefix kept: ${prefix}`);
     },
   };
   // wait until both ports answer (or nginx exits: a config error)

@@ -70,8 +70,10 @@ export function balance(): void {
         }
         ver.refs = ver.refs + 1;
         ctx.dyups_v = ver;
+        // nginx tries each peer once: total tries = number of peers. The placeholder server is `down`, and
+        // nginx counts only servers that are not down, so the block itself contributes 0 tries.
         const total = ver.peers.total;
-        if (total > 1) set_more_tries(total - 1);
+        if (total > 1) set_more_tries(total);
     } else {
         // a retry: the previous try on peer gi failed
         const prev = ctx.dyups_gi as number;

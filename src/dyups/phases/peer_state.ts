@@ -7,7 +7,7 @@
 // picked for fail_timeout; after that one request may try it; failing again marks it down at once (the
 // failure count outlives the down mark), and a success clears the count.
 // Accepted race: two workers may both count the failure that crosses max_fails; the mark is set twice.
-import { PeerState } from "../balance/peer_set";
+import { noteFailure, PeerState } from "../balance/peer_set";
 import { Peers } from "../registry";
 import { shm } from "../store/shm";
 
@@ -20,7 +20,8 @@ function d(): NgxSharedDict {
 
 function available(set: Peers, gi: number): boolean {
     const sd = dict ?? d();
-    if ((set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) {
+    // like nginx, a lone server is never taken out for failures (there is nothing else to try)
+    if (!set.single && (set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) {
         const [down] = sd.get((set.dkeys as unknown as LuaTable<number, string>).get(gi));
         if (down !== undefined) return false;
     }
@@ -45,7 +46,8 @@ export const peerState: PeerState = {
 /** A try on peer gi failed (connect error, timeout, or a proxy_next_upstream condition). */
 export function reportFailure(set: Peers, gi: number): void {
     const maxFails = (set.maxFails as unknown as LuaTable<number, number>).get(gi);
-    if (maxFails <= 0) return;
+    if (maxFails <= 0 || set.single) return;
+    noteFailure(set, gi); // this worker's smooth WRR lowers the peer's effective weight, as nginx does
     const ft = (set.failTimeouts as unknown as LuaTable<number, number>).get(gi);
     const sd = dict ?? d();
     const fkey = (set.fkeys as unknown as LuaTable<number, string>).get(gi);
