@@ -37,6 +37,9 @@ cleanup() {
     # shellcheck disable=SC2086
     docker rm -f -v $ids >/dev/null 2>&1 || true
   fi
+  ids=$(docker volume ls -q --filter "name=dyups-ct-$DYUPS_TEST_RUN-" 2>/dev/null)
+  # shellcheck disable=SC2086
+  [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1 || true
   if [ "$we_started" = 1 ] && [ "${DYUPS_KEEP_ENGINE:-0}" != 1 ]; then scripts/docker-engine.sh stop; fi
 }
 trap cleanup EXIT

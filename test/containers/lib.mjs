@@ -224,6 +224,15 @@ async function removeContainer(name) {
   started.delete(name);
 }
 
+const volumes = new Set(); // docker volumes of this file
+/** a new docker named volume, removed after this file's containers */
+export function dockerVolume(what = "state") {
+  const vol = `dyups-ct-${RUN}-${process.pid}-${what}-${++seq}`.toLowerCase();
+  docker("volume", "create", vol);
+  volumes.add(vol);
+  return vol;
+}
+
 /** a host folder for a bind-mounted state directory, removed after the file */
 export function tempDir(prefix = "dyups-ct-") {
   const dir = mkdtempSync(path.join(tmpdir(), prefix));
@@ -243,4 +252,5 @@ after(async () => {
       if (n.includes(`-${process.pid}-`)) docker("rm", "-f", "-v", id);
     }
   } catch { /* engine gone: nothing to remove */ }
+  for (const vol of volumes) { try { docker("volume", "rm", "-f", vol); } catch { /* gone */ } }
 });
