@@ -52,12 +52,25 @@ function keyFor(ver: UpstreamVersion): string | undefined {
     return undefined;
 }
 
+/** balancer_by_lua: the per-request path. */
 export function balance(): void {
+    pickPeer(true);
+}
+
+/**
+ * The same without the per-request version gate: for benchmarks that measure what the gate costs
+ * (scripts/bench-sync.mjs). Not for production: this worker would route by a stale state until its timer.
+ */
+export function balanceUngated(): void {
+    pickPeer(false);
+}
+
+function pickPeer(gate: boolean): void {
     const ctx = ngx.ctx;
     let ver = ctx.dyups_v as UpstreamVersion | undefined;
     let tried = ctx.dyups_tried as LuaTable<number, boolean> | undefined;
     if (ver === undefined) {
-        sync();
+        if (gate) sync();
         const name = ngx.var.dyups_upstream;
         if (name === undefined || name === "") {
             log(ERR, "dyups: $dyups_upstream is empty: set it before proxy_pass http://dyups");
