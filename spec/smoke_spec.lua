@@ -1,1 +1,0 @@
-local m = require("dyups.model"); describe("x", function() it("loads", function() assert.truthy(m) end) end)
