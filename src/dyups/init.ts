@@ -26,7 +26,7 @@ import { commit, currentVersion, readRecord } from "./store/command_log";
 import { BOOT, CONF_SEEN } from "./store/keys";
 import { resetShm, shm } from "./store/shm";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
-import { dnsTick } from "./dns/refresh";
+import { dnsRelease, dnsTick } from "./dns/refresh";
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -115,6 +115,7 @@ function tick(premature: boolean): void {
     if (premature) {
         // nginx is stopping or reloading: a last save of anything not yet written
         pcall(saveIfChanged);
+        pcall(dnsRelease);
         return;
     }
     const [ok, err] = pcall(sync);

@@ -87,6 +87,33 @@ export function nameservers(): (string | [string, number])[] {
     return out;
 }
 
+/** A DNS client object on the configured nameservers (cosockets: content and timer phases), or the reason. */
+function newResolver(): LuaMultiReturn<[RestyDns.Resolver | undefined, string | undefined, DnsModule | undefined]> {
+    const dns = dnsClient();
+    if (dns === undefined) return $multi(undefined, "no DNS client (resty.dns.resolver) installed", undefined);
+    const servers = nameservers();
+    if (servers.length === 0) return $multi(undefined, "no nameservers (set the resolver option)", undefined);
+    const [r, err] = dns.new({ nameservers: servers, retrans: 2, timeout: getOptions().dns_timeout * 1000 });
+    if (r === undefined) return $multi(undefined, `cannot create resolver: ${err}`, undefined);
+    return $multi(r, undefined, dns);
+}
+
+/**
+ * The SRV records of `name` (e.g. "_http._tcp.api.local"), as the client returns them, with the TYPE_SRV
+ * constant to pick them out. Yields: content and timer phases only. Errors as queryName's.
+ */
+export function querySrv(name: string): LuaMultiReturn<[RestyDns.DnsAnswers, number, undefined] | [undefined, undefined, string]> {
+    const [r, err, dns] = newResolver();
+    if (r === undefined || dns === undefined) return $multi(undefined, undefined, err as string);
+    const [answers, qerr] = r.query(name, { qtype: dns.TYPE_SRV });
+    if (answers === undefined) return $multi(undefined, undefined, qerr ?? "query failed");
+    if (answers.errcode !== undefined) {
+        if (answers.errcode === 3) return $multi(undefined, undefined, "nxdomain");
+        return $multi(undefined, undefined, `dns error ${answers.errcode}: ${answers.errstr}`);
+    }
+    return $multi(answers, dns.TYPE_SRV, undefined);
+}
+
 export interface Answer {
     addrs: string[];
     ttl: number;
@@ -98,13 +125,8 @@ export interface Answer {
  * "no addresses", or the client's error ("timeout", "connection refused", "server failure"...).
  */
 export function queryName(name: string): LuaMultiReturn<[Answer, undefined] | [undefined, string]> {
-    const dns = dnsClient();
-    if (dns === undefined) return $multi(undefined, "no DNS client (resty.dns.resolver) installed");
-    const servers = nameservers();
-    if (servers.length === 0) return $multi(undefined, "no nameservers (set the resolver option)");
-    const o = getOptions();
-    const [r, err] = dns.new({ nameservers: servers, retrans: 2, timeout: o.dns_timeout * 1000 });
-    if (r === undefined) return $multi(undefined, `cannot create resolver: ${err}`);
+    const [r, err, dns] = newResolver();
+    if (r === undefined || dns === undefined) return $multi(undefined, err as string);
     let lastErr = "no addresses";
     for (const qtype of [dns.TYPE_A, dns.TYPE_AAAA]) {
         const [answers, qerr] = r.query(name, { qtype });

@@ -15,7 +15,14 @@
 //   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
 //   d:<peer>     boolean  peer marked failed (max_fails reached); TTL fail_timeout.
 //   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns).
-//   dns:*                 owned by dyups.dns (see there).
+//   dns:owner    number   pid of the worker that resolves names now (dyups.dns.refresh); TTL ownerTtl()
+//                          = max(2 s, 3 sync_interval), renewed every tick while that worker lives; a dead owner's key expires
+//                          and the next worker's dict:add takes over.
+//   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next
+//                          refresh time, error, stale-since. <key> is "a:<host>" (A, else AAAA) or
+//                          "srv:<_svc._tcp.host>". Written by the owner only; expires (next + dns_stale_ttl +
+//                          300 s) unless refreshed, so a query nobody needs any more goes away on its own.
+//   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (owner; read by /status).
 //   hc:*                  owned by the health checker.
 // Peer state is keyed by address, not by version, so it survives replacing the upstream.
 
@@ -32,6 +39,9 @@ export const STATE_OWNER = "sf:owner";
 export const FAILS_PREFIX = "f:";
 export const DOWN_PREFIX = "d:";
 export const CONNS_PREFIX = "k:";
+export const DNS_OWNER = "dns:owner";
+export const DNS_QUERY_PREFIX = "dns:q:";
+export const DNS_NAMES = "dns:names";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;
