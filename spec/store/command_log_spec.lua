@@ -1,0 +1,142 @@
+-- The command log and the per-worker registry on a fake shared dict (no nginx): versions, compaction,
+-- conditional writes, limits, a full dict refused atomically, and catch-up by a second "worker".
+local fake = require("spec.helpers.fake_ngx")
+
+local function fresh(opts)
+  fake.unload()
+  local ngx = fake.install(opts)
+  local options = require("dyups.options")
+  local o = assert(options.validateOptions(opts and opts.options or nil))
+  options.setOptions(o)
+  require("dyups.store.shm").resetShm()
+  return ngx
+end
+
+local function record(name, body)
+  local api = require("dyups.api")
+  local rec, err = api.prepare(name, body, "api")
+  assert(rec, err)
+  return rec
+end
+
+describe("command log", function()
+  local log, keys
+  before_each(function()
+    fresh()
+    log = require("dyups.store.command_log")
+    keys = require("dyups.store.keys")
+  end)
+
+  it("gives every write the next version and keeps the full record", function()
+    assert.equal(1, (log.commit("a", record("a", "server 127.0.0.1:1;"))))
+    assert.equal(2, (log.commit("b", record("b", "server 127.0.0.1:2;"))))
+    assert.equal(3, (log.commit("a", record("a", "server 127.0.0.1:3;"))))
+    assert.equal(3, log.currentVersion())
+    assert.equal("server 127.0.0.1:3;", log.readRecord("a").body)
+    assert.equal(3, log.readRecord("a").rev)
+    assert.same({ "a", "b", "a" }, log.changedSince(0, 3))
+    assert.same({ "a", "b" }, log.namesInOrder())
+  end)
+
+  it("delete: 404 for an unknown name, then the record is gone", function()
+    local v, msg, status = log.commit("nope", nil)
+    assert.is_nil(v); assert.equal(404, status); assert.equal("not found uptream", msg)
+    log.commit("a", record("a", "server 127.0.0.1:1;"))
+    assert.equal(2, (log.commit("a", nil)))
+    assert.is_nil(log.readRecord("a"))
+    assert.same({}, log.allNames())
+  end)
+
+  it("conditional writes: 412 on a revision mismatch, changing nothing", function()
+    log.commit("a", record("a", "server 127.0.0.1:1;"))
+    local v, msg, status = log.commit("a", record("a", "server 127.0.0.1:2;"), 7)
+    assert.is_nil(v); assert.equal(412, status); assert.matches("revision mismatch", msg)
+    assert.equal(1, log.currentVersion())
+    assert.equal(2, (log.commit("a", record("a", "server 127.0.0.1:2;"), 1)))
+    local v0, _, s0 = log.commit("new", record("new", "server 127.0.0.1:2;"), 0)
+    assert.equal(3, v0); assert.is_nil(s0)
+  end)
+
+  it("compacts the log to LOG_KEEP entries; a reader further behind must rebuild", function()
+    for i = 1, keys.LOG_KEEP + 10 do log.commit("n" .. (i % 3), record("n" .. (i % 3), "server 127.0.0.1:" .. i .. ";")) end
+    local v = log.currentVersion()
+    assert.equal(keys.LOG_KEEP + 10, v)
+    assert.is_nil(ngx.shared.dyups:get(keys.CMD_PREFIX .. 10))
+    assert.is_not_nil(ngx.shared.dyups:get(keys.CMD_PREFIX .. 11))
+    assert.is_nil(log.changedSince(0, v))
+    assert.is_not_nil(log.changedSince(v - 100, v))
+  end)
+
+  it("max_upstreams: 429 for a new name, replacing an existing one still works", function()
+    fresh({ options = { max_upstreams = 2 } })
+    log = require("dyups.store.command_log")
+    log.commit("a", record("a", "server 127.0.0.1:1;"))
+    log.commit("b", record("b", "server 127.0.0.1:1;"))
+    local v, _, status = log.commit("c", record("c", "server 127.0.0.1:1;"))
+    assert.is_nil(v); assert.equal(429, status)
+    assert.equal(3, (log.commit("a", record("a", "server 127.0.0.1:9;"))))
+  end)
+
+  it("a full dict refuses the write (507) and leaves no partial change", function()
+    local dict = ngx.shared.dyups
+    log.commit("a", record("a", "server 127.0.0.1:1;"))
+    dict.limit = 2000 - dict:free_space() + 1024 * 1024 -- about 2 KB left
+    local big = string.rep("# padding\n", 300) .. "server 127.0.0.1:2;"
+    local v, msg, status = log.commit("b", record("b", big))
+    assert.is_nil(v); assert.equal(507, status); assert.matches('shared dict "dyups" is full', msg)
+    assert.equal(1, log.currentVersion())
+    assert.is_nil(dict:get(keys.CMD_PREFIX .. 2))
+    assert.is_nil(log.readRecord("b"))
+    assert.equal(1, dict:get(keys.COUNT))
+  end)
+
+  it("trylock: a held lock answers 409 at once", function()
+    fresh({ options = { trylock = true } })
+    log = require("dyups.store.command_log")
+    ngx.shared.dyups:add(require("dyups.store.keys").LOCK, 999, 10)
+    local v, msg, status = log.commit("a", record("a", "server 127.0.0.1:1;"))
+    assert.is_nil(v); assert.equal(409, status); assert.equal("wait and try again\n", msg)
+  end)
+end)
+
+describe("registry catch-up", function()
+  it("a second worker applies changes, deletions and rebuilds after compaction, with equal digests", function()
+    local ngx = fresh()
+    local fake_balancer = fake.fake_balancer()
+    local dict = ngx.shared.dyups
+    local log = require("dyups.store.command_log")
+    log.commit("a", record("a", "server 127.0.0.1:1; server 127.0.0.1:2;"))
+    log.commit("b", record("b", "server 127.0.0.1:3;"))
+    -- "worker 2": fresh module state over the same dict
+    fake.unload()
+    _G.ngx = ngx
+    require("dyups.options").setOptions(assert(require("dyups.options").validateOptions(nil)))
+    package.loaded["ngx.balancer"] = fake_balancer
+    local reg = require("dyups.registry")
+    reg.sync()
+    assert.equal(2, reg.appliedVersion())
+    assert.equal(2, reg.lookup("a").peers.total)
+    assert.is_not_nil(reg.lookup("b"))
+    local log2 = require("dyups.store.command_log")
+    local api = require("dyups.api")
+    log2.commit("a", nil)
+    reg.sync()
+    assert.is_nil(reg.lookup("a"))
+    -- a pinned version is retired, not dropped, until released
+    local b = reg.lookup("b")
+    b.refs = 1
+    log2.commit("b", (api.prepare("b", "server 127.0.0.1:4;", "api")))
+    reg.sync()
+    assert.equal(1, reg.stats().retired)
+    b.refs = 0
+    reg.releaseRetired(b)
+    assert.equal(0, reg.stats().retired)
+    -- fall more than LOG_KEEP behind: rebuild
+    local keep = require("dyups.store.keys").LOG_KEEP
+    for i = 1, keep + 5 do log2.commit("c" .. (i % 4), (api.prepare("c" .. (i % 4), "server 127.0.0.1:" .. i .. ";", "api"))) end
+    assert.equal(0, reg.catchUp(log2.currentVersion()) + 1) -- -1 = full rebuild
+    assert.equal(log2.currentVersion(), reg.appliedVersion())
+    assert.equal(require("dyups.status").stateDigest(), reg.stats().digest)
+    assert.equal(5, reg.stats().upstreams)
+  end)
+end)
