@@ -46,14 +46,22 @@ elif [ -x /usr/sbin/nginx ]; then NGINX_BIN=/usr/sbin/nginx
 elif command -v nginx >/dev/null 2>&1; then NGINX_BIN=$(command -v nginx)
 else die "neither openresty nor nginx is installed in this image"; fi
 
+# OpenResty has the Lua module built in. Debian's nginx loads it (and NDK) as dynamic modules. Another nginx may have
+# it compiled in: OpenResty's -V says "ngx_lua-0.10.x", a plain build "lua-nginx-module".
 LOAD_MODULES=""
-if ! "$NGINX_BIN" -V 2>&1 | grep -q lua-nginx-module; then
-  moddir=/usr/lib/nginx/modules
-  [ -f "$moddir/ngx_http_lua_module.so" ] || die "$NGINX_BIN has no Lua module built in and $moddir/ngx_http_lua_module.so is missing"
-  [ -f "$moddir/ndk_http_module.so" ] && LOAD_MODULES="load_module $moddir/ndk_http_module.so;
+moddir=/usr/lib/nginx/modules
+case "$NGINX_BIN" in
+  */openresty) ;;
+  *)
+    if [ -f "$moddir/ngx_http_lua_module.so" ]; then
+      [ -f "$moddir/ndk_http_module.so" ] && LOAD_MODULES="load_module $moddir/ndk_http_module.so;
 "
-  LOAD_MODULES="${LOAD_MODULES}load_module $moddir/ngx_http_lua_module.so;"
-fi
+      LOAD_MODULES="${LOAD_MODULES}load_module $moddir/ngx_http_lua_module.so;"
+    elif ! "$NGINX_BIN" -V 2>&1 | grep -Eq 'ngx_lua|lua-nginx-module'; then
+      die "$NGINX_BIN has no Lua module built in and $moddir/ngx_http_lua_module.so is missing"
+    fi
+    ;;
+esac
 
 # Workers' user (only when the master runs as root), owning the state folder so that they can write the state file
 USER_LINE="# not started as root: no user directive"
