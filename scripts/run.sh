@@ -10,7 +10,9 @@ API_PORT=${API_PORT:-8081}
 read -r B1 B2 <<<"${BACKEND_PORTS:-8088 8089}"
 RUN_DIR=${RUN_DIR:-$ROOT/run}
 NGINX=$(scripts/nginx-bin.sh)
-mkdir -p "$RUN_DIR/conf" "$RUN_DIR/logs"
+mkdir -p "$RUN_DIR/conf" "$RUN_DIR/logs" "$RUN_DIR/state"
+# workers run as nobody when nginx starts as root: they write the state file
+[ "$(id -u)" = 0 ] && chown nobody "$RUN_DIR/state" && chmod 755 "$RUN_DIR"
 
 modules=""
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && [[ "$NGINX" != *openresty* ]] && modules="load_module /usr/lib/nginx/modules/ndk_http_module.so;
@@ -38,7 +40,7 @@ http {
     lua_package_path "$ROOT/dist/lua/?.lua;$ROOT/dist/lua/?/init.lua;;";
     include $ROOT/nginx/dyups.conf;
     init_by_lua_block {
-        require("dyups").init({ upstream_conf = "$RUN_DIR/upstream.conf", state_file = "$RUN_DIR/state.json" })
+        require("dyups").init({ upstream_conf = "$RUN_DIR/upstream.conf", state_file = "$RUN_DIR/state/state.json" })
     }
     init_worker_by_lua_block { require("dyups").init_worker() }
 
@@ -69,7 +71,7 @@ Try:
   curl 127.0.0.1:$API_PORT/list
   curl 127.0.0.1:$API_PORT/detail
   curl -d "server 127.0.0.1:$B1; server 127.0.0.1:$B2;" 127.0.0.1:$API_PORT/upstream/dyhost
-  curl -H "Host: dyhost" 127.0.0.1:$PROXY_PORT/      # run it twice: $B1, then $B2
+  curl -H "Host: dyhost" 127.0.0.1:$PROXY_PORT/      # again and again: $B1 and $B2 in turn
   curl 127.0.0.1:$API_PORT/status
   curl -X DELETE 127.0.0.1:$API_PORT/upstream/dyhost
 Ctrl-C stops nginx. Config and state: $RUN_DIR

@@ -31,9 +31,21 @@ export interface StateFile {
 }
 
 /** Writes the state file if the log moved since the last save. Returns true when it wrote. Timer phase. */
+let lastError: string | undefined;
+let retryAt = 0;
+
+/** Logs a save failure once per distinct error, and backs off 1 s before the next try. */
+function failed(path: string, err: string): LuaMultiReturn<[boolean, string | undefined]> {
+    if (err !== lastError) ngx.log(ngx.ERR, "dyups: cannot save state to ", path, ": ", err);
+    lastError = err;
+    retryAt = ngx.now() + 1;
+    return $multi(false, err);
+}
+
 export function saveIfChanged(force?: boolean): LuaMultiReturn<[boolean, string | undefined]> {
     const path = getOptions().state_file;
     if (path === undefined) return $multi(false, undefined);
+    if (!force && ngx.now() < retryAt) return $multi(false, lastError);
     const dict = shm();
     const v = currentVersion();
     const [saved] = dict.get(STATE_SAVED);
@@ -42,14 +54,9 @@ export function saveIfChanged(force?: boolean): LuaMultiReturn<[boolean, string 
     if (!mine) return $multi(false, undefined);
     const [ok, err] = pcall(write, path, v);
     dict.delete(STATE_OWNER);
-    if (!ok) {
-        ngx.log(ngx.ERR, "dyups: cannot save state to ", path, ": ", err);
-        return $multi(false, err as string);
-    }
-    if (err !== undefined) {
-        ngx.log(ngx.ERR, "dyups: cannot save state to ", path, ": ", err);
-        return $multi(false, err as string);
-    }
+    if (!ok || err !== undefined) return failed(path, tostring(err));
+    if (lastError !== undefined) ngx.log(ngx.NOTICE, "dyups: state saved to ", path, " again");
+    lastError = undefined;
     dict.set(STATE_SAVED, v);
     return $multi(true, undefined);
 }
