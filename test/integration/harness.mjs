@@ -123,7 +123,7 @@ http {
   lua_package_path "${LUA}/?.lua;${LUA}/?/init.lua;;";
   ${dyupsConf}
   init_by_lua_block { require("dyups").init(${luaValue(init)}) }
-  init_worker_by_lua_block { require("dyups").init_worker() }
+  init_worker_by_lua_block { require("dyups").init_worker() ${o.initWorkerExtra ?? ""} }
   ${o.httpExtra ?? ""}
 ${backendPorts.map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}
   server {
