@@ -54,3 +54,18 @@ test("after DELETE's 200 every worker answers 502 for the upstream", async () =>
     assert.deepEqual(gone.filter((r) => r.status !== 502).map((r) => `${r.status} ${r.body}`), [], `round ${i}`);
   }
 });
+
+test("bursts over fresh connections reach several workers (so '0 stale' covers more than one)", async (t) => {
+  // GET /status names the worker that answered (this_worker.pid): a product extension, skipped when absent
+  const probe = await d.get("/status");
+  let pid;
+  try { pid = JSON.parse(probe.body).this_worker?.pid; } catch { /* not JSON */ }
+  if (probe.status !== 200 || pid === undefined) { t.skip("no /status with this_worker.pid"); return; }
+  const pids = new Set();
+  for (let i = 0; i < 5; i++) {
+    const rs = await Promise.all(Array.from({ length: BURST }, () => d.get("/status")));
+    for (const r of rs) pids.add(JSON.parse(r.body).this_worker.pid);
+  }
+  console.log(`# ${pids.size} of ${WORKERS} workers answered the bursts`);
+  assert.ok(pids.size >= 2, `only worker(s) ${[...pids]} answered`);
+});
