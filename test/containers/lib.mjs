@@ -94,7 +94,7 @@ export function productImage() {
   imagePromise ??= (async () => {
     if (process.env.DYUPS_IMAGE) return process.env.DYUPS_IMAGE;
     const t0 = Date.now();
-    const tag = `dyups:test-${RUN}`.toLowerCase();
+    const tag = process.env.DYUPS_IMAGE_TAG ?? "dyups:containers-test"; // the tag scripts/containers.sh builds too
     await GenericContainer.fromDockerfile(ROOT)
       .withBuildArgs({ BASE_IMAGE: process.env.DYUPS_BASE_IMAGE ?? "dyups-base:bookworm" })
       .withPullPolicy({ shouldPull: () => false })
