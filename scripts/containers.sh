@@ -5,7 +5,8 @@
 #   3. the product image from the current dist/lua (tools/build.sh first when dist/lua is missing),
 #   4. node --test, one file at a time; TAP on stdout (the runner's "# pass N" / "# fail N" lines), and also in
 #      $TAP_OUT when set (scripts/test.sh reads it),
-#   5. removes this run's containers, and stops the engine only if step 1 started it.
+#   5. removes this run's containers, and stops the engine only if step 1 started it and no other run uses it
+#      (docker-engine.sh release).
 #
 #   scripts/containers.sh [test files...]
 #   env BASE_IMAGE (dyups-base:bookworm; e.g. openresty/openresty:1.25.3.2-bookworm with a registry),
@@ -23,8 +24,7 @@ fail() { echo "containers: ERROR: $*" >&2; [ -n "${TAP_OUT:-}" ] && printf 'not 
 secs() { echo "$(( $(date +%s%N) / 1000000 - $1 ))" | awk '{printf "%.1fs", $1 / 1000}'; }
 now() { echo $(( $(date +%s%N) / 1000000 )); }
 
-we_started=0
-scripts/docker-engine.sh status >/dev/null 2>&1 || we_started=1
+export DYUPS_ENGINE_HOLDER=$$
 t=$(now)
 scripts/docker-engine.sh start || fail "no Docker engine: the container tests cannot run"
 t_engine=$(secs "$t")
@@ -40,7 +40,7 @@ cleanup() {
   ids=$(docker volume ls -q --filter "name=dyups-ct-$DYUPS_TEST_RUN-" 2>/dev/null)
   # shellcheck disable=SC2086
   [ -z "$ids" ] || docker volume rm -f $ids >/dev/null 2>&1 || true
-  if [ "$we_started" = 1 ] && [ "${DYUPS_KEEP_ENGINE:-0}" != 1 ]; then scripts/docker-engine.sh stop; fi
+  scripts/docker-engine.sh release
 }
 trap cleanup EXIT
 

@@ -8,14 +8,22 @@
 #   scripts/docker-engine.sh stop     stops the dockerd this script started (pidfile), and nothing else.
 #   scripts/docker-engine.sh status   prints "running (started by docker-engine.sh, pid N)", "running (not ours)"
 #                                     or "not running"; exit 0 only when an engine answers.
+#   scripts/docker-engine.sh release  for scripts that share the engine (scripts/containers.sh): `start` with
+#                                     DYUPS_ENGINE_HOLDER=<their pid> registers them; `release` unregisters them and
+#                                     stops the engine only when it was started for a holder and no holder is alive.
+#                                     So two runs at once never stop the engine under each other, and an engine
+#                                     started by hand (no holder) or not by this script is never stopped by them.
 #
-# State (pidfile, log): $DYUPS_ENGINE_DIR, default /tmp/dyups-docker-engine.
+# State (pidfile, log, holders): $DYUPS_ENGINE_DIR, default /tmp/dyups-docker-engine.
 set -euo pipefail
 
 STATE_DIR=${DYUPS_ENGINE_DIR:-/tmp/dyups-docker-engine}
 PIDFILE=$STATE_DIR/dockerd.pid
 LOG=$STATE_DIR/dockerd.log
 WAIT_SECONDS=${DYUPS_ENGINE_WAIT:-60}
+HOLDERS=$STATE_DIR/holders
+AUTOSTOP=$STATE_DIR/autostop   # present: the engine was started for a holder; the last release stops it
+HOLDER=${DYUPS_ENGINE_HOLDER:-}
 
 say() { echo "docker-engine: $*"; }
 die() {
@@ -55,9 +63,24 @@ install_engine() {
     || die "apt-get install$missing failed"
 }
 
+hold() { [ -z "$HOLDER" ] || { mkdir -p "$HOLDERS"; : >"$HOLDERS/$HOLDER"; }; }
+
+live_holders() {
+  local f pid
+  for f in "$HOLDERS"/*; do
+    [ -e "$f" ] || continue
+    pid=${f##*/}
+    if [ -d "/proc/$pid" ]; then echo "$pid"; else rm -f "$f"; fi
+  done
+}
+
 start() {
+  hold
   if answers; then
-    if pid=$(our_pid); then say "running (started by docker-engine.sh, pid $pid)"
+    if pid=$(our_pid); then
+      say "running (started by docker-engine.sh, pid $pid)"
+      # started by hand now: keep it running after the test runs that share it
+      [ -n "$HOLDER" ] || rm -f "$AUTOSTOP"
     else say "an engine already answers; using it (this script will not stop it)"; fi
     return 0
   fi
@@ -74,6 +97,7 @@ start() {
     setsid dockerd --bridge=none --iptables=false --ip6tables=false >>"$LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PIDFILE"
+    if [ -n "$HOLDER" ]; then : >"$AUTOSTOP"; else rm -f "$AUTOSTOP"; fi
   fi
   local t0=$SECONDS
   until answers; do
@@ -109,8 +133,18 @@ stop() {
     say "dockerd did not stop in 30s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$PIDFILE"
+  rm -f "$PIDFILE" "$AUTOSTOP"
   say "stopped"
+}
+
+release() {
+  [ -z "$HOLDER" ] || rm -f "$HOLDERS/$HOLDER"
+  local others
+  others=$(live_holders | tr '\n' ' ')
+  if [ "${DYUPS_KEEP_ENGINE:-0}" = 1 ]; then say "DYUPS_KEEP_ENGINE=1: leaving it running"; return 0; fi
+  if [ -n "$others" ]; then say "still used by pid(s) ${others% }; leaving it running"; return 0; fi
+  if our_pid >/dev/null && [ -f "$AUTOSTOP" ]; then stop
+  else say "leaving the engine as it was (not started for a test run)"; fi
 }
 
 status() {
@@ -129,5 +163,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  release) release ;;
+  *) echo "usage: $0 start|stop|status|release" >&2; exit 2 ;;
 esac
