@@ -210,6 +210,13 @@ describe("the serve-stale state machine", function()
     assert.equal(1, st.next)
   end)
 
+  it("a state seeded from a record reports a differing first answer as a change, an equal one as none", function()
+    local st = policy.newState("api.test", "a", 0, good)
+    assert.equal("none", policy.onAnswer(st, good, 1, 0, LIM, 0))
+    local st2 = policy.newState("api.test", "a", 0, good)
+    assert.equal("changed", policy.onAnswer(st2, other, 1, 0, LIM, 0))
+  end)
+
   it("a state seeded from a record's endpoints serves them stale when DNS fails", function()
     local st = policy.newState("api.test", "a", 0, good)
     assert.equal("failing", policy.onFailure(st, "timeout", 0, LIM, 0))

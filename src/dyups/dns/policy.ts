@@ -216,10 +216,12 @@ export interface DnsLimits {
 
 /**
  * A good answer (`eps` in any order) at `now`. Mutates and returns the state's transition: "resolved" (first
- * answer), "recovered" (after failures), "changed" (other addresses), "none" (same addresses).
+ * answer of a state with no addresses), "recovered" (after failures), "changed" (other addresses than it had,
+ * seeded ones included), "none" (same addresses).
  */
 export function onAnswer(st: QueryState, eps: Endpoint[], ttl: number | undefined, now: number, lim: DnsLimits, rand: number): Transition {
-    const first = st.at === undefined && st.err === undefined;
+    // a state seeded from a record (never answered here) reports a real change, not a first resolution
+    const first = st.at === undefined && st.err === undefined && st.eps === undefined;
     const wasFailing = st.err !== undefined || st.expired === true;
     const changed = !sameEndpoints(st.eps, eps) || st.expired === true;
     st.eps = sortedEndpoints(eps);

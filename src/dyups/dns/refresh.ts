@@ -24,14 +24,8 @@ import { appliedVersion, buildVersion, eachVersion, lookup, UpstreamVersion } fr
 import { changedSince, commit } from "../store/command_log";
 import { DNS_NAMES, DNS_OWNER, DNS_QUERY_PREFIX } from "../store/keys";
 import { shm } from "../store/shm";
-import {
-    DnsLimits, newState, onAnswer, onFailure, QueryState, queryKey, sameEndpoints, serverEndpoints, srvTargets, SrvRecord,
-    Transition,
-} from "./policy";
-import { hostsLookup, queryName, querySrv } from "./resolve";
-
-/** Answers from /etc/hosts are re-read every 5 s (dyups.dns.resolve): that is their TTL. */
-const HOSTS_TTL = 5;
+import { DnsLimits, newState, onAnswer, onFailure, QueryState, queryKey, sameEndpoints, serverEndpoints, Transition } from "./policy";
+import { lookupA, lookupSrv } from "./resolve";
 
 interface Watch {
     rev: number;
@@ -214,45 +208,6 @@ function updateIndex(now: number): void {
         }
     }
     indexed = v;
-}
-
-/** Addresses of one name: /etc/hosts first (like the first resolution), then DNS. Yields. */
-function lookupA(host: string): LuaMultiReturn<[Endpoint[], number | undefined, undefined] | [undefined, undefined, string]> {
-    const eps: Endpoint[] = [];
-    const hosts = hostsLookup(host);
-    if (hosts !== undefined) {
-        for (const [i, a] of ipairs(hosts)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
-        return $multi(eps, HOSTS_TTL, undefined);
-    }
-    const [ans, err] = queryName(host);
-    if (ans === undefined) return $multi(undefined, undefined, err as string);
-    for (const [i, a] of ipairs(ans.addrs)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
-    return $multi(eps, ans.ttl, undefined);
-}
-
-/** SRV records of `name`, then the addresses of their targets. Yields. */
-function lookupSrv(name: string): LuaMultiReturn<[Endpoint[], number | undefined, undefined] | [undefined, undefined, string]> {
-    const [answers, typeSrv, err] = querySrv(name);
-    if (answers === undefined) return $multi(undefined, undefined, err as string);
-    const [targets, srvTtl] = srvTargets(answers as unknown as SrvRecord[], typeSrv as number);
-    let ttl = srvTtl;
-    const eps: Endpoint[] = [];
-    let n = 0;
-    let lastErr = "no addresses";
-    for (const [, t] of ipairs(targets)) {
-        const [addrs, tttl, terr] = lookupA(t.target);
-        if (addrs === undefined) {
-            lastErr = `target ${t.target}: ${terr}`;
-        } else {
-            if (tttl !== undefined && (ttl === undefined || tttl < ttl)) ttl = tttl;
-            for (const [, a] of ipairs(addrs)) {
-                n = n + 1;
-                (eps as unknown as LuaTable<number, Endpoint>).set(n, { host: a.host, port: t.port, weight: t.weight });
-            }
-        }
-    }
-    if (n === 0) return $multi(undefined, undefined, targets.length === 0 ? "no SRV records" : lastErr);
-    return $multi(eps, ttl, undefined);
 }
 
 function describe(eps: Endpoint[] | undefined): string {

@@ -1,12 +1,14 @@
 /** @noSelfInFile */
 // Turning server directives into endpoints when a body is applied. IPs and unix sockets are themselves;
 // names are looked up in /etc/hosts, then (only where the phase may yield: content, timer) with the
-// non-blocking DNS client. Never blocks a worker, never runs on the request path.
+// non-blocking DNS client (A, else AAAA; `service=`: SRV, then the targets). Never blocks a worker, never
+// runs on the request path. dyups.dns.refresh re-resolves with the same lookups (lookupA, lookupSrv).
 // A name that cannot be resolved: with `resolve` the server is kept with no endpoints (unavailable until
 // the DNS timer resolves it); without `resolve` the body is refused, as nginx refuses such a config.
 // Where the phase cannot yield (init, init_worker), names are left unresolved for the DNS timer.
 import { Endpoint, Result, UpstreamSpec } from "../model";
 import { getOptions } from "../options";
+import { QueryState, serverEndpoints, srvName, srvTargets, SrvRecord } from "./policy";
 
 interface DnsModule {
     ["new"](this: DnsModule, opts: object): LuaMultiReturn<[RestyDns.Resolver | undefined, string | undefined]>;
@@ -149,6 +151,51 @@ export function queryName(name: string): LuaMultiReturn<[Answer, undefined] | [u
     return $multi(undefined, lastErr);
 }
 
+/** Answers from /etc/hosts are re-read every 5 s (hostsLookup): that is their TTL. */
+const HOSTS_TTL = 5;
+
+/** Addresses of one name (port 0) and their TTL: /etc/hosts first, then DNS. Yields: content and timer phases. */
+export function lookupA(host: string): LuaMultiReturn<[Endpoint[], number | undefined, undefined] | [undefined, undefined, string]> {
+    const eps: Endpoint[] = [];
+    const hosts = hostsLookup(host);
+    if (hosts !== undefined) {
+        for (const [i, a] of ipairs(hosts)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
+        return $multi(eps, HOSTS_TTL, undefined);
+    }
+    const [ans, err] = queryName(host);
+    if (ans === undefined) return $multi(undefined, undefined, err as string);
+    for (const [i, a] of ipairs(ans.addrs)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
+    return $multi(eps, ans.ttl, undefined);
+}
+
+/**
+ * The SRV records of `name` (best priority only), then the addresses of their targets: endpoints with the
+ * records' ports and weights, and the smallest TTL. A target that does not resolve is left out. Yields.
+ */
+export function lookupSrv(name: string): LuaMultiReturn<[Endpoint[], number | undefined, undefined] | [undefined, undefined, string]> {
+    const [answers, typeSrv, err] = querySrv(name);
+    if (answers === undefined) return $multi(undefined, undefined, err as string);
+    const [targets, srvTtl] = srvTargets(answers as unknown as SrvRecord[], typeSrv as number);
+    let ttl = srvTtl;
+    const eps: Endpoint[] = [];
+    let n = 0;
+    let lastErr = "no addresses";
+    for (const [, t] of ipairs(targets)) {
+        const [addrs, tttl, terr] = lookupA(t.target);
+        if (addrs === undefined) {
+            lastErr = `target ${t.target}: ${terr}`;
+        } else {
+            if (tttl !== undefined && (ttl === undefined || tttl < ttl)) ttl = tttl;
+            for (const [, a] of ipairs(addrs)) {
+                n = n + 1;
+                (eps as unknown as LuaTable<number, Endpoint>).set(n, { host: a.host, port: t.port, weight: t.weight });
+            }
+        }
+    }
+    if (n === 0) return $multi(undefined, undefined, targets.length === 0 ? "no SRV records" : lastErr);
+    return $multi(eps, ttl, undefined);
+}
+
 /**
  * Endpoints for every server of a spec (endpoints[i] for servers[i]). `yieldable`: the phase may use
  * cosockets. Errors name the server: `host not found in upstream "x.invalid:80" (nxdomain)`.
@@ -172,7 +219,16 @@ export function resolveEndpoints(spec: UpstreamSpec, yieldable: boolean): Result
             } else if (yieldable && !s.resolve) {
                 return $multi(undefined, `host not found in upstream "${s.addr}" in server ${s.index} (${err})`);
             }
-        } else if (s.kind !== "name") {
+        } else if (s.kind === "name") {
+            // service= (always with resolve): the SRV answer, if the phase allows; else the DNS timer fills it
+            if (yieldable) {
+                const [srv] = lookupSrv(srvName(s.host, s.service as string));
+                if (srv !== undefined) {
+                    const st: QueryState = { q: s.host, kind: "srv", eps: srv, next: 0, fails: 0 };
+                    for (const [, e] of ipairs(serverEndpoints(s, st) ?? [])) eps[eps.length] = e;
+                }
+            }
+        } else {
             (eps as unknown as LuaTable<number, Endpoint>).set(1, { host: s.host, port: s.port });
         }
         (out as unknown as LuaTable<number, Endpoint[]>).set(i, eps);
