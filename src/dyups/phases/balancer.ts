@@ -117,9 +117,11 @@ function pickPeer(gate: boolean): void {
         return;
     }
     const port = (peers.ports as unknown as LuaTable<number, number>).get(gi);
-    const [ok, err] = port > 0
-        ? set_current_peer((peers.hosts as unknown as LuaTable<number, string>).get(gi), port)
-        : set_current_peer((peers.hosts as unknown as LuaTable<number, string>).get(gi));
+    const host = (peers.hosts as unknown as LuaTable<number, string>).get(gi);
+    let ok: true | undefined;
+    let err: string | undefined;
+    if (port > 0) [ok, err] = set_current_peer(host, port);
+    else [ok, err] = set_current_peer(host); // unix:/path
     if (!ok) {
         log(ERR, "dyups: cannot set peer ", (peers.ids as unknown as LuaTable<number, string>).get(gi), ": ", err);
         return;
