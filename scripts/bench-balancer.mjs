@@ -1,0 +1,293 @@
+#!/usr/bin/env node
+// Benchmark of issue 5 (the balancer's cost). Prints figures; asserts no timing.
+//
+// One nginx, 2 workers; the backends are `return 200` servers in the same nginx; wrk -t2 -c50; every
+// figure is the median of interleaved rounds (A B C D, then D C B A, ...), all with keepalive to the backends:
+//   a. a dynamic upstream (2 servers) vs a static nginx upstream of the same 2 servers: req/s, p99, ratio
+//   b. the same after 10 000 more upstreams were created (POSTs, concurrency 8): ratio to the 1-upstream run
+// Two reference paths in (a): "lua floor", a balancer_by_lua that only calls set_current_peer (the cost of
+// entering Lua in the balancer phase, which any Lua balancer pays), and "static + dyups log()", the static
+// upstream with the product's log handler (what dyups.conf's http-level log_by_lua_block adds to every
+// location of an nginx that includes it).
+// Besides req/s and p99 (wrk), each run records the nginx workers' CPU time per request
+// (/proc/PID/schedstat): on a shared 2-core machine it is far less disturbed by other load than req/s.
+//
+// BENCH_QUICK=1: a short version (1 000 upstreams instead of 10 000, shorter rounds).
+// The Lua code is a private copy of dist/lua taken at start, so a concurrent `tools/build.sh` (which removes
+// dist/lua) cannot break a run.
+import { spawn, execFileSync } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, mkdirSync } from "node:fs";
+import { tmpdir, cpus } from "node:os";
+import path from "node:path";
+import http from "node:http";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const QUICK = process.env.BENCH_QUICK === "1";
+
+// ---------------------------------------------------------------- cleanup: everything we start, we stop
+const running = { nginx: new Set(), children: new Set(), dirs: new Set() };
+async function cleanup() {
+  for (const c of running.children) { try { c.kill("SIGKILL"); } catch {} }
+  running.children.clear();
+  for (const ng of running.nginx) { try { await ng.stop(); } catch {} }
+  running.nginx.clear();
+  for (const d of running.dirs) rmSync(d, { recursive: true, force: true });
+  running.dirs.clear();
+}
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(sig, async () => { console.error(`# ${sig}: stopping`); await cleanup(); process.exit(130); });
+}
+
+/** A private copy of the tree the harness needs (harness, dist/lua, nginx/dyups.conf, nginx-bin.sh). */
+function snapshot() {
+  if (!existsSync(path.join(REPO, "dist/lua/dyups/init.lua"))) execFileSync(path.join(REPO, "tools/build.sh"), { stdio: "inherit" });
+  const dir = mkdtempSync(path.join(tmpdir(), "dyups-bench-"));
+  running.dirs.add(dir);
+  for (const p of ["test/integration/harness.mjs", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
+    mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
+    cpSync(path.join(REPO, p), path.join(dir, p), { recursive: true });
+  }
+  execFileSync("chmod", ["-R", "a+rX", dir]);
+  chmodSync(dir, 0o755);
+  if (!existsSync(path.join(dir, "dist/lua/dyups/init.lua"))) throw new Error("dist/lua vanished while copying: rerun");
+  return dir;
+}
+
+// ---------------------------------------------------------------- small helpers
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+function pct(arr, p) {
+  if (arr.length === 0) return NaN;
+  const s = [...arr].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+const median = (arr) => pct(arr, 50);
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : "n/a");
+const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
+const f3 = (x) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
+const pad = (s, n) => String(s).padEnd(n);
+const lpad = (s, n) => String(s).padStart(n);
+
+/** one request over a keep-alive agent (for the write benchmarks: measures the server, not TCP setup) */
+function req(agent, port, method, p, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const h = { ...headers };
+    if (body !== undefined) h["content-length"] = Buffer.byteLength(body);
+    const r = http.request({ host: "127.0.0.1", port, method, path: p, headers: h, agent }, (res) => {
+      const parts = [];
+      res.on("data", (d) => parts.push(d));
+      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts).toString() }));
+      res.on("error", reject);
+    });
+    r.setTimeout(15000, () => r.destroy(new Error("timeout")));
+    r.on("error", reject);
+    if (body !== undefined) r.write(body);
+    r.end();
+  });
+}
+
+/** on-CPU nanoseconds of these processes so far (/proc/PID/schedstat: not skewed by other load) */
+function cpuNs(pids) {
+  let t = 0;
+  for (const p of pids) { try { t += Number(readFileSync(`/proc/${p}/schedstat`, "utf8").split(" ")[0]); } catch {} }
+  return t;
+}
+
+/**
+ * runs wrk; returns { rps, p50ms, p99ms, non2xx, errors, requests, cpuUs }. cpuUs: CPU time the nginx
+ * workers `pids` spent per request (proxy and backend work together), when pids are given.
+ */
+async function wrk(url, { threads = 2, conns = 50, seconds = 10, host, pids = [] } = {}) {
+  const c0 = cpuNs(pids);
+  const x = await wrkRun(url, { threads, conns, seconds, host });
+  x.cpuUs = pids.length ? (cpuNs(pids) - c0) / 1000 / x.requests : NaN;
+  return x;
+}
+function wrkRun(url, { threads, conns, seconds, host }) {
+  return new Promise((resolve, reject) => {
+    const args = [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency"];
+    if (host) args.push("-H", `Host: ${host}`);
+    args.push(url);
+    const c = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
+    running.children.add(c);
+    let out = "";
+    c.stdout.on("data", (d) => (out += d));
+    c.stderr.on("data", (d) => (out += d));
+    c.on("error", (e) => { running.children.delete(c); reject(e); });
+    c.on("exit", (code) => {
+      running.children.delete(c);
+      if (code !== 0) return reject(new Error(`wrk exited ${code}:\n${out}`));
+      const ms = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000, m: 60000 }[u] ?? NaN);
+      const lat = (p) => { const m = out.match(new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, "m")); return m ? ms(m[1], m[2]) : NaN; };
+      const rps = Number((out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]);
+      const requests = Number((out.match(/(\d+) requests in/) || [])[1]);
+      const non2xx = Number((out.match(/Non-2xx or 3xx responses:\s+(\d+)/) || [0, 0])[1]);
+      const se = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
+      const errors = se ? se.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+      resolve({ rps, p50ms: lat(50), p99ms: lat(99), non2xx, errors, requests, raw: out });
+    });
+  });
+}
+
+async function status(ng) { return JSON.parse((await ng.get("/status")).body); }
+
+/** waits until every worker applied the current version */
+async function converge(ng, workers, ms = 60000) {
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    const s = await status(ng);
+    if (s.workers.length === workers && s.workers.every((w) => w.applied === s.version)) return { ms: performance.now() - t0, s };
+    await sleep(20);
+  }
+  return { ms: NaN, s: await status(ng) };
+}
+
+/** creates `count` upstreams u0..u{count-1} with `concurrency` writers over keep-alive connections */
+async function createMany(ng, count, concurrency, body) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const lat = [];
+  let next = 0, failed = 0, firstFailure;
+  const t0 = performance.now();
+  try {
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        const s = performance.now();
+        const r = await req(agent, ng.apiPort, "POST", `/upstream/many${i}`, body);
+        lat.push(performance.now() - s);
+        if (r.status !== 200) { failed++; firstFailure ??= `${r.status} ${r.body}`; }
+      }
+    }));
+  } finally { agent.destroy(); }
+  const secs = (performance.now() - t0) / 1000;
+  return { count, secs, rate: count / secs, p50: pct(lat, 50), p99: pct(lat, 99), failed, firstFailure };
+}
+
+async function timeGet(ng, p, n = 5) {
+  const t = [];
+  for (let i = 0; i < n; i++) { const s = performance.now(); await ng.get(p); t.push(performance.now() - s); }
+  return median(t);
+}
+
+/** interleaved rounds over the targets; returns { name: [results] } */
+async function rounds(targets, n, seconds, pids) {
+  const res = Object.fromEntries(targets.map((t) => [t.name, []]));
+  console.log(`  ${pad("round", 7)}${pad("path", 22)}${lpad("req/s", 11)}${lpad("p50 ms", 9)}${lpad("p99 ms", 9)}${lpad("cpu us/req", 12)}${lpad("non-2xx", 9)}${lpad("errors", 8)}`);
+  for (let r = 1; r <= n; r++) {
+    const order = r % 2 ? targets : [...targets].reverse();
+    for (const t of order) {
+      const x = await wrk(t.url, { seconds, host: "bench", pids });
+      res[t.name].push(x);
+      console.log(`  ${pad(r, 7)}${pad(t.name, 22)}${lpad(f1(x.rps), 11)}${lpad(f3(x.p50ms), 9)}${lpad(f3(x.p99ms), 9)}${lpad(f2(x.cpuUs), 12)}${lpad(x.non2xx, 9)}${lpad(x.errors, 8)}`);
+    }
+  }
+  const bad = Object.values(res).flat().reduce((a, x) => a + x.non2xx + x.errors, 0);
+  if (bad) console.log(`  WARNING: ${bad} non-2xx answers or socket errors: these figures are not valid`);
+  return res;
+}
+const med = (xs, k) => median(xs.map((x) => x[k]));
+/** median over rounds of a/b, each round's runs being adjacent in time */
+const pairRatio = (a, b) => median(a.map((x, i) => x.rps / b[i].rps));
+
+/** one line per target: medians of req/s, p99, CPU; ratios to `base` */
+function report(res, base) {
+  const b = res[base];
+  console.log(`  ${pad("median of rounds", 24)}${lpad("req/s", 11)}${lpad("p99 ms", 9)}${lpad("cpu us/req", 12)}${lpad(`req/s / ${base}`, 10 + base.length)}${lpad("per-round", 11)}${lpad(`cpu ${base} / cpu`, 14 + base.length)}`);
+  for (const [name, xs] of Object.entries(res)) {
+    console.log(`  ${pad(name, 24)}${lpad(f1(med(xs, "rps")), 11)}${lpad(f3(med(xs, "p99ms")), 9)}${lpad(f2(med(xs, "cpuUs")), 12)}` +
+      `${lpad(f3(med(xs, "rps") / med(b, "rps")), 10 + base.length)}${lpad(f3(pairRatio(xs, b)), 11)}${lpad(f3(med(b, "cpuUs") / med(xs, "cpuUs")), 14 + base.length)}`);
+  }
+}
+
+async function main() {
+  const snap = snapshot();
+  const h = await import(pathToFileURL(path.join(snap, "test/integration/harness.mjs")).href);
+  const dyupsConf = readFileSync(path.join(snap, "nginx/dyups.conf"), "utf8");
+  const summary = [];
+  console.log(`# bench-balancer: ${cpus().length} cores (${cpus()[0]?.model ?? "?"})${QUICK ? ", BENCH_QUICK=1" : ""}`);
+  const [staticPort, staticLogPort, floorPort, B1, B2] = await h.freePorts(5);
+  const keep = `proxy_http_version 1.1; proxy_set_header Connection "";`;
+  const logLua = `log_by_lua_block { require("dyups").log() }`;
+  // dyups.conf as shipped, but its http-level log_by_lua moves into the dynamic proxy location: the backends
+  // and the static path then run no Lua (a plain nginx), the dynamic path runs all of the product's code.
+  const conf = dyupsConf.replace(/^\s*log_by_lua_block.*$/m, "");
+  // The static upstream must name the backends: their ports are reserved above and the backend servers are
+  // declared here (startNginx with backends: 0), the same `return 200 "<port>"` servers the harness writes.
+  // "lua floor": the least any balancer_by_lua can do (round robin over the 2 backends, no ctx, no log
+  // phase): the cost of entering Lua in the balancer phase, which no dynamic upstream module avoids.
+  const httpExtra = `${conf}
+  upstream static_b { server 127.0.0.1:${B1}; server 127.0.0.1:${B2}; keepalive 64; }
+  upstream lua_floor {
+    server 127.0.0.1:1 down;
+    balancer_by_lua_block {
+      local b = require("ngx.balancer")
+      local n = (package.loaded.bench_rr or 0) + 1
+      package.loaded.bench_rr = n
+      b.set_current_peer("127.0.0.1", n % 2 == 0 and ${B1} or ${B2})
+    }
+    keepalive 64;
+  }
+  server { listen 127.0.0.1:${staticPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} } }
+  server { listen 127.0.0.1:${staticLogPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} ${logLua} } }
+  server { listen 127.0.0.1:${floorPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://lua_floor; ${keep} } }
+${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}`;
+  const ng = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, proxyExtra: `${keep} ${logLua}`, httpExtra });
+  running.nginx.add(ng);
+  try {
+    const w = await ng.post("/upstream/bench", `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
+    if (w.status !== 200) throw new Error(`cannot create the upstream: ${w.status} ${w.body}`);
+    const T = {
+      dynamic: { name: "dynamic", url: `http://127.0.0.1:${ng.proxyPort}/` },
+      static: { name: "static", url: `http://127.0.0.1:${staticPort}/` },
+      floor: { name: "lua floor", url: `http://127.0.0.1:${floorPort}/` },
+      staticLog: { name: "static + dyups log()", url: `http://127.0.0.1:${staticLogPort}/` },
+    };
+    for (const t of Object.values(T)) { // sanity: each path reaches both backends with 200
+      const bodies = new Set();
+      for (let i = 0; i < 8; i++) {
+        const r = await h.request(Number(new URL(t.url).port), "GET", "/", { headers: { host: "bench" } });
+        if (r.status !== 200) throw new Error(`sanity: ${t.name} answered ${r.status}`);
+        bodies.add(r.body);
+      }
+      if (bodies.size !== 2) throw new Error(`sanity: ${t.name} reached ${[...bodies]}`);
+    }
+    const pids = ng.workerPids();
+    const n = QUICK ? 3 : 6, seconds = QUICK ? 2 : 4;
+    for (const t of Object.values(T)) await wrk(t.url, { seconds: QUICK ? 1 : 2, host: "bench" }); // warm-up
+
+    console.log(`\n## a. dynamic vs static upstream, 1 dynamic upstream (2 workers, wrk -t2 -c50, ${n} interleaved rounds x ${seconds} s)`);
+    const status1 = await timeGet(ng, "/status");
+    const r1 = await rounds([T.dynamic, T.static, T.floor, T.staticLog], n, seconds, pids);
+    report(r1, "static");
+    const d1 = r1.dynamic, s1 = r1.static;
+    const ratioA = med(d1, "rps") / med(s1, "rps"), cpuA = med(s1, "cpuUs") / med(d1, "cpuUs");
+    summary.push(`balancer.a  dynamic ${f1(med(d1, "rps"))} req/s p99 ${f3(med(d1, "p99ms"))} ms ${f2(med(d1, "cpuUs"))} us CPU | static ${f1(med(s1, "rps"))} req/s p99 ${f3(med(s1, "p99ms"))} ms ${f2(med(s1, "cpuUs"))} us CPU | ratio ${f3(ratioA)} (per-round ${f3(pairRatio(d1, s1))}, CPU ${f3(cpuA)}); target >= 0.97`);
+    summary.push(`balancer.a  lua floor/static ${f3(med(r1["lua floor"], "rps") / med(s1, "rps"))} (CPU ${f3(med(s1, "cpuUs") / med(r1["lua floor"], "cpuUs"))}); dynamic/lua floor ${f3(med(d1, "rps") / med(r1["lua floor"], "rps"))} (CPU ${f3(med(r1["lua floor"], "cpuUs") / med(d1, "cpuUs"))})`);
+
+    const many = QUICK ? 1000 : 10000;
+    console.log(`\n## b. after creating ${many} more upstreams (POST, concurrency 8, keep-alive client)`);
+    const c = await createMany(ng, many, 8, `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
+    console.log(`  created ${c.count} in ${f1(c.secs)} s: ${f1(c.rate)} upstreams/s, POST p50 ${f2(c.p50)} ms, p99 ${f2(c.p99)} ms, failed ${c.failed}${c.firstFailure ? ` (first: ${c.firstFailure})` : ""}`);
+    const cv = await converge(ng, 2);
+    console.log(`  every worker applied the last version ${f1(cv.ms)} ms after the last POST; upstreams ${cv.s.upstreams}; shm free ${cv.s.shm.free} of ${cv.s.shm.capacity} B; lua_kb per worker ${cv.s.workers.map((x) => x.lua_kb).join("/")}`);
+    const statusMany = await timeGet(ng, "/status");
+    console.log(`  GET /status: ${f1(status1)} ms with 1 upstream, ${f1(statusMany)} ms with ${many + 1}`);
+    for (const t of [T.dynamic, T.static]) await wrk(t.url, { seconds: QUICK ? 1 : 2, host: "bench" }); // warm-up again
+    const r2 = await rounds([T.dynamic, T.static], n, seconds, pids);
+    report(r2, "static");
+    const d2 = r2.dynamic, s2 = r2.static;
+    const ratioB = med(d2, "rps") / med(d1, "rps"), cpuB = med(d1, "cpuUs") / med(d2, "cpuUs");
+    // the load from other processes drifts between the two phases: the unchanged static path measures it
+    const drift = med(s2, "rps") / med(s1, "rps");
+    console.log(`  dynamic with ${many + 1} upstreams / with 1: ${f3(ratioB)} (req/s), ${f3(ratioB / drift)} (req/s corrected by the static path's drift ${f3(drift)}), ${f3(cpuB)} (CPU: us with 1 / us with ${many + 1}); target >= 0.97`);
+    summary.push(`balancer.b  dynamic with ${many + 1} upstreams ${f1(med(d2, "rps"))} req/s p99 ${f3(med(d2, "p99ms"))} ms ${f2(med(d2, "cpuUs"))} us CPU | ratio to 1 upstream ${f3(ratioB)} (drift-corrected ${f3(ratioB / drift)}, CPU ${f3(cpuB)}); target >= 0.97`);
+    summary.push(`balancer.b  creating ${many} upstreams: ${f1(c.rate)}/s (concurrency 8), all workers applied ${f1(cv.ms)} ms after; GET /status ${f1(status1)} ms -> ${f1(statusMany)} ms`);
+  } finally {
+    await ng.stop();
+    running.nginx.delete(ng);
+  }
+  console.log("\n## summary (bench-balancer)");
+  for (const l of summary) console.log(`SUMMARY ${l}`);
+}
+
+main().then(cleanup, async (e) => { console.error(`bench-balancer failed: ${e.stack ?? e}`); await cleanup(); process.exit(1); });
