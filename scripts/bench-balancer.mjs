@@ -13,134 +13,12 @@
 // (/proc/PID/schedstat): on a shared 2-core machine it is far less disturbed by other load than req/s.
 //
 // BENCH_QUICK=1: a short version (1 000 upstreams instead of 10 000, shorter rounds).
-// The Lua code is a private copy of dist/lua taken at start, so a concurrent `tools/build.sh` (which removes
-// dist/lua) cannot break a run.
-import { spawn, execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, mkdirSync } from "node:fs";
-import { tmpdir, cpus } from "node:os";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
-import { fileURLToPath, pathToFileURL } from "node:url";
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const QUICK = process.env.BENCH_QUICK === "1";
-
-// ---------------------------------------------------------------- cleanup: everything we start, we stop
-const running = { nginx: new Set(), children: new Set(), dirs: new Set() };
-async function cleanup() {
-  for (const c of running.children) { try { c.kill("SIGKILL"); } catch {} }
-  running.children.clear();
-  for (const ng of running.nginx) { try { await ng.stop(); } catch {} }
-  running.nginx.clear();
-  for (const d of running.dirs) rmSync(d, { recursive: true, force: true });
-  running.dirs.clear();
-}
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, async () => { console.error(`# ${sig}: stopping`); await cleanup(); process.exit(130); });
-}
-
-/** A private copy of the tree the harness needs (harness, dist/lua, nginx/dyups.conf, nginx-bin.sh). */
-function snapshot() {
-  if (!existsSync(path.join(REPO, "dist/lua/dyups/init.lua"))) execFileSync(path.join(REPO, "tools/build.sh"), { stdio: "inherit" });
-  const dir = mkdtempSync(path.join(tmpdir(), "dyups-bench-"));
-  running.dirs.add(dir);
-  for (const p of ["test/integration/harness.mjs", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
-    mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
-    cpSync(path.join(REPO, p), path.join(dir, p), { recursive: true });
-  }
-  execFileSync("chmod", ["-R", "a+rX", dir]);
-  chmodSync(dir, 0o755);
-  if (!existsSync(path.join(dir, "dist/lua/dyups/init.lua"))) throw new Error("dist/lua vanished while copying: rerun");
-  return dir;
-}
-
-// ---------------------------------------------------------------- small helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function pct(arr, p) {
-  if (arr.length === 0) return NaN;
-  const s = [...arr].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
-const median = (arr) => pct(arr, 50);
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : "n/a");
-const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
-const f3 = (x) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
-const pad = (s, n) => String(s).padEnd(n);
-const lpad = (s, n) => String(s).padStart(n);
-
-/** one request over a keep-alive agent (for the write benchmarks: measures the server, not TCP setup) */
-function req(agent, port, method, p, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (body !== undefined) h["content-length"] = Buffer.byteLength(body);
-    const r = http.request({ host: "127.0.0.1", port, method, path: p, headers: h, agent }, (res) => {
-      const parts = [];
-      res.on("data", (d) => parts.push(d));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts).toString() }));
-      res.on("error", reject);
-    });
-    r.setTimeout(15000, () => r.destroy(new Error("timeout")));
-    r.on("error", reject);
-    if (body !== undefined) r.write(body);
-    r.end();
-  });
-}
-
-/** on-CPU nanoseconds of these processes so far (/proc/PID/schedstat: not skewed by other load) */
-function cpuNs(pids) {
-  let t = 0;
-  for (const p of pids) { try { t += Number(readFileSync(`/proc/${p}/schedstat`, "utf8").split(" ")[0]); } catch {} }
-  return t;
-}
-
-/**
- * runs wrk; returns { rps, p50ms, p99ms, non2xx, errors, requests, cpuUs }. cpuUs: CPU time the nginx
- * workers `pids` spent per request (proxy and backend work together), when pids are given.
- */
-async function wrk(url, { threads = 2, conns = 50, seconds = 10, host, pids = [] } = {}) {
-  const c0 = cpuNs(pids);
-  const x = await wrkRun(url, { threads, conns, seconds, host });
-  x.cpuUs = pids.length ? (cpuNs(pids) - c0) / 1000 / x.requests : NaN;
-  return x;
-}
-function wrkRun(url, { threads, conns, seconds, host }) {
-  return new Promise((resolve, reject) => {
-    const args = [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency"];
-    if (host) args.push("-H", `Host: ${host}`);
-    args.push(url);
-    const c = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
-    running.children.add(c);
-    let out = "";
-    c.stdout.on("data", (d) => (out += d));
-    c.stderr.on("data", (d) => (out += d));
-    c.on("error", (e) => { running.children.delete(c); reject(e); });
-    c.on("exit", (code) => {
-      running.children.delete(c);
-      if (code !== 0) return reject(new Error(`wrk exited ${code}:\n${out}`));
-      const ms = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000, m: 60000 }[u] ?? NaN);
-      const lat = (p) => { const m = out.match(new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, "m")); return m ? ms(m[1], m[2]) : NaN; };
-      const rps = Number((out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]);
-      const requests = Number((out.match(/(\d+) requests in/) || [])[1]);
-      const non2xx = Number((out.match(/Non-2xx or 3xx responses:\s+(\d+)/) || [0, 0])[1]);
-      const se = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
-      const errors = se ? se.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-      resolve({ rps, p50ms: lat(50), p99ms: lat(99), non2xx, errors, requests, raw: out });
-    });
-  });
-}
-
-async function status(ng) { return JSON.parse((await ng.get("/status")).body); }
-
-/** waits until every worker applied the current version */
-async function converge(ng, workers, ms = 60000) {
-  const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    const s = await status(ng);
-    if (s.workers.length === workers && s.workers.every((w) => w.applied === s.version)) return { ms: performance.now() - t0, s };
-    await sleep(20);
-  }
-  return { ms: NaN, s: await status(ng) };
-}
+import { pathToFileURL } from "node:url";
+import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge } from "./bench-lib.mjs";
 
 /** creates `count` upstreams u0..u{count-1} with `concurrency` writers over keep-alive connections */
 async function createMany(ng, count, concurrency, body) {
@@ -268,7 +146,7 @@ ${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200
     console.log(`\n## b. after creating ${many} more upstreams (POST, concurrency 8, keep-alive client)`);
     const c = await createMany(ng, many, 8, `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
     console.log(`  created ${c.count} in ${f1(c.secs)} s: ${f1(c.rate)} upstreams/s, POST p50 ${f2(c.p50)} ms, p99 ${f2(c.p99)} ms, failed ${c.failed}${c.firstFailure ? ` (first: ${c.firstFailure})` : ""}`);
-    const cv = await converge(ng, 2);
+    const cv = await converge(ng, 2, 60000, 20);
     console.log(`  every worker applied the last version ${f1(cv.ms)} ms after the last POST; upstreams ${cv.s.upstreams}; shm free ${cv.s.shm.free} of ${cv.s.shm.capacity} B; lua_kb per worker ${cv.s.workers.map((x) => x.lua_kb).join("/")}`);
     const statusMany = await timeGet(ng, "/status");
     console.log(`  GET /status: ${f1(status1)} ms with 1 upstream, ${f1(statusMany)} ms with ${many + 1}`);

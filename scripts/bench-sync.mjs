@@ -6,122 +6,13 @@
 //   c. request throughput with the per-request version gate (balance) vs without (balanceUngated),
 //      one nginx (2 workers), the same dynamic upstream, wrk alternating between the two proxy ports
 //
-// BENCH_QUICK=1: a short version (~1 minute for both bench scripts together).
-// The Lua code is a private copy of dist/lua taken at start, so a concurrent `tools/build.sh` (which removes
-// dist/lua) cannot break a run.
-import { spawn, execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, mkdirSync } from "node:fs";
-import { tmpdir, cpus } from "node:os";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
-import { fileURLToPath, pathToFileURL } from "node:url";
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const QUICK = process.env.BENCH_QUICK === "1";
-
-// ---------------------------------------------------------------- cleanup: everything we start, we stop
-const running = { nginx: new Set(), children: new Set(), dirs: new Set() };
-async function cleanup() {
-  for (const c of running.children) { try { c.kill("SIGKILL"); } catch {} }
-  running.children.clear();
-  for (const ng of running.nginx) { try { await ng.stop(); } catch {} }
-  running.nginx.clear();
-  for (const d of running.dirs) rmSync(d, { recursive: true, force: true });
-  running.dirs.clear();
-}
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
-  process.on(sig, async () => { console.error(`# ${sig}: stopping`); await cleanup(); process.exit(130); });
-}
-
-/** A private copy of the tree the harness needs (harness, dist/lua, nginx/dyups.conf, nginx-bin.sh). */
-function snapshot() {
-  if (!existsSync(path.join(REPO, "dist/lua/dyups/init.lua"))) execFileSync(path.join(REPO, "tools/build.sh"), { stdio: "inherit" });
-  const dir = mkdtempSync(path.join(tmpdir(), "dyups-bench-"));
-  running.dirs.add(dir);
-  for (const p of ["test/integration/harness.mjs", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
-    mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
-    cpSync(path.join(REPO, p), path.join(dir, p), { recursive: true });
-  }
-  execFileSync("chmod", ["-R", "a+rX", dir]);
-  chmodSync(dir, 0o755);
-  if (!existsSync(path.join(dir, "dist/lua/dyups/init.lua"))) throw new Error("dist/lua vanished while copying: rerun");
-  return dir;
-}
-
-// ---------------------------------------------------------------- small helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function pct(arr, p) {
-  if (arr.length === 0) return NaN;
-  const s = [...arr].sort((x, y) => x - y);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
-const median = (arr) => pct(arr, 50);
-const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : "n/a");
-const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
-const f3 = (x) => (Number.isFinite(x) ? x.toFixed(3) : "n/a");
-const pad = (s, n) => String(s).padEnd(n);
-const lpad = (s, n) => String(s).padStart(n);
-
-/** one request over a keep-alive agent (for the write benchmarks: measures the server, not TCP setup) */
-function req(agent, port, method, p, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (body !== undefined) h["content-length"] = Buffer.byteLength(body);
-    const r = http.request({ host: "127.0.0.1", port, method, path: p, headers: h, agent }, (res) => {
-      const parts = [];
-      res.on("data", (d) => parts.push(d));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts).toString() }));
-      res.on("error", reject);
-    });
-    r.setTimeout(15000, () => r.destroy(new Error("timeout")));
-    r.on("error", reject);
-    if (body !== undefined) r.write(body);
-    r.end();
-  });
-}
-
-/** on-CPU nanoseconds of these processes so far (/proc/PID/schedstat: not skewed by other load) */
-function cpuNs(pids) {
-  let t = 0;
-  for (const p of pids) { try { t += Number(readFileSync(`/proc/${p}/schedstat`, "utf8").split(" ")[0]); } catch {} }
-  return t;
-}
-
-/**
- * runs wrk; returns { rps, p50ms, p99ms, non2xx, errors, requests, cpuUs }. cpuUs: CPU time the nginx
- * workers `pids` spent per request (proxy and backend work together), when pids are given.
- */
-async function wrk(url, { threads = 2, conns = 50, seconds = 10, host, pids = [] } = {}) {
-  const c0 = cpuNs(pids);
-  const x = await wrkRun(url, { threads, conns, seconds, host });
-  x.cpuUs = pids.length ? (cpuNs(pids) - c0) / 1000 / x.requests : NaN;
-  return x;
-}
-function wrkRun(url, { threads, conns, seconds, host }) {
-  return new Promise((resolve, reject) => {
-    const args = [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency"];
-    if (host) args.push("-H", `Host: ${host}`);
-    args.push(url);
-    const c = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
-    running.children.add(c);
-    let out = "";
-    c.stdout.on("data", (d) => (out += d));
-    c.stderr.on("data", (d) => (out += d));
-    c.on("error", (e) => { running.children.delete(c); reject(e); });
-    c.on("exit", (code) => {
-      running.children.delete(c);
-      if (code !== 0) return reject(new Error(`wrk exited ${code}:\n${out}`));
-      const ms = (v, u) => Number(v) * ({ us: 0.001, ms: 1, s: 1000, m: 60000 }[u] ?? NaN);
-      const lat = (p) => { const m = out.match(new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, "m")); return m ? ms(m[1], m[2]) : NaN; };
-      const rps = Number((out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]);
-      const requests = Number((out.match(/(\d+) requests in/) || [])[1]);
-      const non2xx = Number((out.match(/Non-2xx or 3xx responses:\s+(\d+)/) || [0, 0])[1]);
-      const se = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
-      const errors = se ? se.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-      resolve({ rps, p50ms: lat(50), p99ms: lat(99), non2xx, errors, requests, raw: out });
-    });
-  });
-}
+import { pathToFileURL } from "node:url";
+import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge } from "./bench-lib.mjs";
 
 // ---------------------------------------------------------------- a. write -> every worker routes by it
 async function benchPropagation(h, ng, writes) {
@@ -171,7 +62,6 @@ async function benchPropagation(h, ng, writes) {
 }
 
 // ---------------------------------------------------------------- b. sustained updates
-async function status(ng) { return JSON.parse((await ng.get("/status")).body); }
 async function logEntries(ng, benchPath) { return Number((await ng.get(benchPath)).body.trim()); }
 
 async function benchUpdates(ng, { concurrency, seconds, maxUpdates, names, backends }) {
@@ -195,17 +85,6 @@ async function benchUpdates(ng, { concurrency, seconds, maxUpdates, names, backe
   } finally { agent.destroy(); }
   const secs = (performance.now() - t0) / 1000;
   return { concurrency, updates: n, secs, rate: n / secs, p50: pct(lat, 50), p99: pct(lat, 99), failed, firstFailure };
-}
-
-/** waits until every worker applied the current version; returns ms waited (or NaN) */
-async function converge(ng, workers, ms = 15000) {
-  const t0 = performance.now();
-  while (performance.now() - t0 < ms) {
-    const s = await status(ng);
-    if (s.workers.length === workers && s.workers.every((w) => w.applied === s.version)) return { ms: performance.now() - t0, s };
-    await sleep(5);
-  }
-  return { ms: NaN, s: await status(ng) };
 }
 
 // ---------------------------------------------------------------- main
@@ -242,7 +121,7 @@ async function main() {
       console.log(`  ${pad("concurrency", 12)}${lpad("updates", 8)}${lpad("secs", 7)}${lpad("upd/s", 9)}${lpad("p50 ms", 9)}${lpad("p99 ms", 9)}${lpad("failed", 8)}${lpad("converge ms", 13)}${lpad("shm free B", 12)}${lpad("log", 6)}${lpad("lua_kb/worker", 24)}`);
       for (const concurrency of [1, 8]) {
         const r = await benchUpdates(ng, { concurrency, seconds, maxUpdates, names: 100, backends: ng.backendPorts });
-        const c = await converge(ng, 4);
+        const c = await converge(ng, 4, 15000, 5);
         const shmNow = c.s.shm.free;
         const log = await logEntries(ng, "/bench/log_entries");
         const kb = c.s.workers.map((w) => w.lua_kb).join("/");
