@@ -187,14 +187,25 @@ function inBackupTier(set: PeerSet, tried: LuaTable<number, boolean> | undefined
     return false;
 }
 
-/** ngx_http_upstream_get_round_robin_peer: primaries, then (all unusable) the backup tier. */
-function rrPick(set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined): number {
+/** A picker over the global indexes first..last (one tier). */
+type RangePick = (this: void, set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined, first: number, last: number) => number;
+
+/**
+ * nginx's tiers, shared by round robin and least_conn: primaries, then (all unusable) the backup tier; a
+ * request that already tried a backup stays there. `range` is a module-level function: nothing is allocated.
+ */
+function tiered(range: RangePick, set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined): number {
     const nPrimary = set.nPrimary;
     const total = set.total;
-    if (nPrimary < total && inBackupTier(set, tried)) return swrrRange(set, state, tried, nPrimary + 1, total);
-    const gi = swrrRange(set, state, tried, 1, nPrimary);
+    if (nPrimary < total && inBackupTier(set, tried)) return range(set, state, tried, nPrimary + 1, total);
+    const gi = range(set, state, tried, 1, nPrimary);
     if (gi !== 0 || nPrimary === total) return gi;
-    return swrrRange(set, state, tried, nPrimary + 1, total);
+    return range(set, state, tried, nPrimary + 1, total);
+}
+
+/** ngx_http_upstream_get_round_robin_peer */
+function rrPick(set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined): number {
+    return tiered(swrrRange, set, state, tried);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -251,12 +262,7 @@ function leastConnRange(set: PeerSet, state: PeerState, tried: LuaTable<number, 
 }
 
 function leastConnPick(set: PeerSet, state: PeerState, tried: LuaTable<number, boolean> | undefined): number {
-    const nPrimary = set.nPrimary;
-    const total = set.total;
-    if (nPrimary < total && inBackupTier(set, tried)) return leastConnRange(set, state, tried, nPrimary + 1, total);
-    const gi = leastConnRange(set, state, tried, 1, nPrimary);
-    if (gi !== 0 || nPrimary === total) return gi;
-    return leastConnRange(set, state, tried, nPrimary + 1, total);
+    return tiered(leastConnRange, set, state, tried);
 }
 
 // ---------------------------------------------------------------------------------------------------
