@@ -13,7 +13,7 @@
 // (/proc/PID/schedstat): on a shared 2-core machine it is far less disturbed by other load than req/s.
 //
 // BENCH_QUICK=1: a short version (1 000 upstreams instead of 10 000, shorter rounds).
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
@@ -54,7 +54,7 @@ async function rounds(targets, n, seconds, pids) {
   for (let r = 1; r <= n; r++) {
     const order = r % 2 ? targets : [...targets].reverse();
     for (const t of order) {
-      const x = await wrk(t.url, { seconds, host: "bench", pids });
+      const x = await wrk(t.url, { seconds, host: t.script ? undefined : (t.host ?? "bench"), script: t.script, env: t.env, pids: t.pids ?? pids });
       res[t.name].push(x);
       console.log(`  ${pad(r, 7)}${pad(t.name, 22)}${lpad(f1(x.rps), 11)}${lpad(f3(x.p50ms), 9)}${lpad(f3(x.p99ms), 9)}${lpad(f2(x.cpuUs), 12)}${lpad(x.non2xx, 9)}${lpad(x.errors, 8)}`);
     }
@@ -142,27 +142,69 @@ ${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200
     summary.push(`balancer.a  dynamic ${f1(med(d1, "rps"))} req/s p99 ${f3(med(d1, "p99ms"))} ms ${f2(med(d1, "cpuUs"))} us CPU | static ${f1(med(s1, "rps"))} req/s p99 ${f3(med(s1, "p99ms"))} ms ${f2(med(s1, "cpuUs"))} us CPU | ratio ${f3(ratioA)} (per-round ${f3(pairRatio(d1, s1))}, CPU ${f3(cpuA)}); target >= 0.97`);
     summary.push(`balancer.a  lua floor/static ${f3(med(r1["lua floor"], "rps") / med(s1, "rps"))} (CPU ${f3(med(s1, "cpuUs") / med(r1["lua floor"], "cpuUs"))}); dynamic/lua floor ${f3(med(d1, "rps") / med(r1["lua floor"], "rps"))} (CPU ${f3(med(r1["lua floor"], "cpuUs") / med(d1, "cpuUs"))})`);
 
-    const many = QUICK ? 1000 : 10000;
-    console.log(`\n## b. after creating ${many} more upstreams (POST, concurrency 8, keep-alive client)`);
-    const c = await createMany(ng, many, 8, `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
-    console.log(`  created ${c.count} in ${f1(c.secs)} s: ${f1(c.rate)} upstreams/s, POST p50 ${f2(c.p50)} ms, p99 ${f2(c.p99)} ms, failed ${c.failed}${c.firstFailure ? ` (first: ${c.firstFailure})` : ""}`);
-    const cv = await converge(ng, 2, 60000, 20);
-    console.log(`  every worker applied the last version ${f1(cv.ms)} ms after the last POST; upstreams ${cv.s.upstreams}; shm free ${cv.s.shm.free} of ${cv.s.shm.capacity} B; lua_kb per worker ${cv.s.workers.map((x) => x.lua_kb).join("/")}`);
-    const statusMany = await timeGet(ng, "/status");
-    console.log(`  GET /status: ${f1(status1)} ms with 1 upstream, ${f1(statusMany)} ms with ${many + 1}`);
-    for (const t of [T.dynamic, T.static]) await wrk(t.url, { seconds: QUICK ? 1 : 2, host: "bench" }); // warm-up again
-    const r2 = await rounds([T.dynamic, T.static], n, seconds, pids);
-    report(r2, "static");
-    const d2 = r2.dynamic, s2 = r2.static;
-    const ratioB = med(d2, "rps") / med(d1, "rps"), cpuB = med(d1, "cpuUs") / med(d2, "cpuUs");
-    // the load from other processes drifts between the two phases: the unchanged static path measures it
-    const drift = med(s2, "rps") / med(s1, "rps");
-    console.log(`  dynamic with ${many + 1} upstreams / with 1: ${f3(ratioB)} (req/s), ${f3(ratioB / drift)} (req/s corrected by the static path's drift ${f3(drift)}), ${f3(cpuB)} (CPU: us with 1 / us with ${many + 1}); target >= 0.97`);
-    summary.push(`balancer.b  dynamic with ${many + 1} upstreams ${f1(med(d2, "rps"))} req/s p99 ${f3(med(d2, "p99ms"))} ms ${f2(med(d2, "cpuUs"))} us CPU | ratio to 1 upstream ${f3(ratioB)} (drift-corrected ${f3(ratioB / drift)}, CPU ${f3(cpuB)}); target >= 0.97`);
-    summary.push(`balancer.b  creating ${many} upstreams: ${f1(c.rate)}/s (concurrency 8), all workers applied ${f1(cv.ms)} ms after; GET /status ${f1(status1)} ms -> ${f1(statusMany)} ms`);
   } finally {
     await ng.stop();
     running.nginx.delete(ng);
+  }
+
+  // b. Two nginx instances side by side, the same config: A with 1 upstream, B with `many` upstreams, both
+  // named many0.. and each with its own 2 backends (so each instance's CPU figure holds its own backend work).
+  // Rounds alternate between A and B. "defined": every request goes to many0 (the others exist); "spread":
+  // each request names a random upstream of the instance (wrk script; A's only one is many0), so B builds
+  // and routes through all of its peer sets.
+  const many = QUICK ? 1000 : 10000;
+  const n = QUICK ? 3 : 6, seconds = QUICK ? 2 : 4;
+  console.log(`\n## b. ${many} upstreams vs 1 (two nginx side by side, 2 workers each, wrk -t2 -c50, ${n} interleaved rounds x ${seconds} s)`);
+  const script = path.join(snap, "spread.lua");
+  writeFileSync(script, `local n = tonumber(os.getenv("BENCH_NAMES"))
+local names = {}
+for i = 1, n do names[i] = "many" .. (i - 1) end
+local format, random = wrk.format, math.random
+function setup(thread) thread:set("seed", tostring(math.random(1, 1e9))) end
+function init() math.randomseed(tonumber(seed) or os.time()) end
+function request() return format(nil, nil, { Host = names[random(n)] }) end
+`);
+  const inst = async (count) => {
+    const [B1, B2] = await h.freePorts(2);
+    const httpExtra = `${conf}\n${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}`;
+    const x = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, proxyExtra: `${keep} ${logLua}`, httpExtra });
+    running.nginx.add(x);
+    const c = await createMany(x, count, 8, `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
+    if (c.failed) throw new Error(`creating ${count} upstreams: ${c.failed} failed (${c.firstFailure})`);
+    return { ng: x, c, pids: x.workerPids(), url: `http://127.0.0.1:${x.proxyPort}/` };
+  };
+  const A = await inst(1);
+  const B = await inst(many);
+  try {
+    const c = B.c;
+    console.log(`  created ${c.count} in ${f1(c.secs)} s: ${f1(c.rate)} upstreams/s, POST p50 ${f2(c.p50)} ms, p99 ${f2(c.p99)} ms, failed ${c.failed}`);
+    const cv = await converge(B.ng, 2, 60000, 20);
+    console.log(`  every worker applied the last version ${f1(cv.ms)} ms after the last POST; upstreams ${cv.s.upstreams}; shm free ${cv.s.shm.free} of ${cv.s.shm.capacity} B; lua_kb per worker ${cv.s.workers.map((x) => x.lua_kb).join("/")}`);
+    const statusOne = await timeGet(A.ng, "/status");
+    const statusMany = await timeGet(B.ng, "/status");
+    console.log(`  GET /status: ${f1(statusOne)} ms with 1 upstream, ${f1(statusMany)} ms with ${many}`);
+    const T = {
+      a1: { name: "1, defined", url: A.url, host: "many0", pids: A.pids },
+      b1: { name: `${many}, defined`, url: B.url, host: "many0", pids: B.pids },
+      a2: { name: "1, spread", url: A.url, script, env: { BENCH_NAMES: "1" }, pids: A.pids },
+      b2: { name: `${many}, spread`, url: B.url, script, env: { BENCH_NAMES: String(many) }, pids: B.pids },
+    };
+    for (const t of Object.values(T)) await wrk(t.url, { seconds: QUICK ? 2 : 4, host: t.script ? undefined : t.host, script: t.script, env: t.env }); // warm-up: B builds its peer sets
+    const r = await rounds(Object.values(T), n, seconds, []);
+    const row = (x, y, what) => {
+      const rr = med(r[x.name], "rps") / med(r[y.name], "rps"), pr = pairRatio(r[x.name], r[y.name]), cr = med(r[y.name], "cpuUs") / med(r[x.name], "cpuUs");
+      console.log(`  ${pad(what, 30)} ${f1(med(r[x.name], "rps"))} / ${f1(med(r[y.name], "rps"))} req/s = ${f3(rr)} (per-round ${f3(pr)}), p99 ${f3(med(r[x.name], "p99ms"))} / ${f3(med(r[y.name], "p99ms"))} ms, CPU ${f2(med(r[x.name], "cpuUs"))} / ${f2(med(r[y.name], "cpuUs"))} us = ${f3(cr)}`);
+      return [rr, pr, cr];
+    };
+    const [dr, dp, dc] = row(T.b1, T.a1, `${many} defined / 1:`);
+    const [sr, sp, sc] = row(T.b2, T.a2, `${many} spread / 1:`);
+    const after = await status(B.ng);
+    console.log(`  lua_kb per worker of B after the spread rounds: ${after.workers.map((x) => x.lua_kb).join("/")} (built peer sets in the answering worker: ${after.this_worker.built})`);
+    summary.push(`balancer.b  ${many} upstreams defined vs 1: ${f1(med(r[T.b1.name], "rps"))} vs ${f1(med(r[T.a1.name], "rps"))} req/s, ratio ${f3(dr)} (per-round ${f3(dp)}, CPU ${f3(dc)}); target >= 0.97`);
+    summary.push(`balancer.b  ${many} upstreams, each request to a random one, vs 1: ratio ${f3(sr)} (per-round ${f3(sp)}, CPU ${f3(sc)})`);
+    summary.push(`balancer.b  creating ${many} upstreams: ${f1(c.rate)}/s (concurrency 8), all workers applied ${f1(cv.ms)} ms after; GET /status ${f1(statusOne)} ms -> ${f1(statusMany)} ms`);
+  } finally {
+    for (const x of [A, B]) { await x.ng.stop(); running.nginx.delete(x.ng); }
   }
   console.log("\n## summary (bench-balancer)");
   for (const l of summary) console.log(`SUMMARY ${l}`);

@@ -84,18 +84,19 @@ export function cpuNs(pids) {
  * runs wrk; returns { rps, p50ms, p99ms, non2xx, errors, requests, cpuUs }. cpuUs: CPU time the nginx
  * workers `pids` spent per request (proxy and backend work together), when pids are given.
  */
-export async function wrk(url, { threads = 2, conns = 50, seconds = 10, host, pids = [] } = {}) {
+export async function wrk(url, { threads = 2, conns = 50, seconds = 10, host, pids = [], script, env } = {}) {
   const c0 = cpuNs(pids);
-  const x = await wrkRun(url, { threads, conns, seconds, host });
+  const x = await wrkRun(url, { threads, conns, seconds, host, script, env });
   x.cpuUs = pids.length ? (cpuNs(pids) - c0) / 1000 / x.requests : NaN;
   return x;
 }
-export function wrkRun(url, { threads, conns, seconds, host }) {
+export function wrkRun(url, { threads, conns, seconds, host, script, env }) {
   return new Promise((resolve, reject) => {
     const args = [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, "--latency"];
     if (host) args.push("-H", `Host: ${host}`);
+    if (script) args.push("-s", script);
     args.push(url);
-    const c = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"] });
+    const c = spawn("wrk", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...(env ?? {}) } });
     running.children.add(c);
     let out = "";
     c.stdout.on("data", (d) => (out += d));

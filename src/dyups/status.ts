@@ -48,7 +48,7 @@ export function statusReport(): unknown {
         upstreams: (n as number | undefined) ?? 0,
         workers,
         this_worker: {
-            id: ngx.worker.id(), pid: ngx.worker.pid(), applied: s.applied, digest: s.digest, upstreams: s.upstreams,
+            id: ngx.worker.id(), pid: ngx.worker.pid(), applied: s.applied, digest: s.digest, upstreams: s.upstreams, built: s.built,
             retired_versions: s.retired, refs_on_current: held, refs_on_retired: s.retiredRefs,
         },
         shm: { dict: getOptions().dict, capacity: dict.capacity(), free: dict.free_space() },

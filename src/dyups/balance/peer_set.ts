@@ -650,6 +650,9 @@ function kindOf(opts: PeerOptions): number {
  * Raises (caller's bug) on a weight that is not an integer >= 1 or an unknown method; the input is
  * expected to be validated already.
  */
+/** The ring arrays of every set that is not `hash ... consistent` (never written: buildRing makes its own). */
+const NO_RING: number[] = [];
+
 function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
     const kind = kindOf(opts);
     const list = peers as unknown as LuaTable<number, PeerInit>;
@@ -673,12 +676,12 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
         balCurrent: [],
         balEffective: [],
         balStart: [],
-        balRingHash: [],
-        balRingGroup: [],
+        balRingHash: NO_RING,
+        balRingGroup: NO_RING,
         balRingSize: 0,
         balConns: [],
-        balGroupFirst: [],
-        balGroupNext: [],
+        balGroupFirst: NO_RING,
+        balGroupNext: NO_RING,
     };
     const servers: string[] = [];
     let gi = 0;

@@ -20,7 +20,7 @@
 import * as cjson from "cjson.safe";
 import { Endpoint, ServerSpec, UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { appliedVersion, buildVersion, eachVersion, lookup, UpstreamVersion } from "../registry";
+import { appliedVersion, buildVersion, eachName, record, revision, UpstreamVersion } from "../registry";
 import { changedSince, commit } from "../store/command_log";
 import { DNS_NAMES, DNS_OWNER, DNS_QUERY_PREFIX } from "../store/keys";
 import { shm } from "../store/shm";
@@ -145,10 +145,9 @@ function dropUser(key: string, name: string): void {
 /** (Re)index one upstream from this worker's registry. O(servers). */
 function indexUpstream(name: string, now: number): void {
     const old = watched.get(name);
-    const ver = lookup(name);
+    const rec = record(name);
     let w: Watch | undefined;
-    if (ver !== undefined) {
-        const rec = ver.rec;
+    if (rec !== undefined) {
         for (const [i, s] of ipairs(rec.spec.servers)) {
             const eps = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i);
             if (managed(s, eps)) {
@@ -195,15 +194,15 @@ function updateIndex(now: number): void {
             // The log was compacted past us: names gone since are not in the registry any more.
             ngx.log(ngx.INFO, "dyups: dns: rebuilding the name index at version ", v);
         }
-        for (const [name] of eachVersion()) indexUpstream(name, now);
+        for (const [name] of eachName()) indexUpstream(name, now);
     } else {
         const done: LuaTable<string, boolean> = new LuaTable();
         for (const [, name] of ipairs(names)) {
             if (done.get(name) !== true) {
                 done.set(name, true);
                 const w = watched.get(name);
-                const ver = lookup(name);
-                if (w === undefined || ver === undefined || ver.rev !== w.rev) indexUpstream(name, now);
+                const rev = revision(name);
+                if (w === undefined || rev === undefined || rev !== w.rev) indexUpstream(name, now);
             }
         }
     }
@@ -265,9 +264,8 @@ function refreshKey(key: string, now: number): void {
  */
 function reconcile(name: string): boolean {
     const w = watched.get(name);
-    const ver = lookup(name);
-    if (w === undefined || ver === undefined || ver.rev !== w.rev) return true; // the index catches up first
-    const rec = ver.rec;
+    const rec = w === undefined ? undefined : record(name);
+    if (w === undefined || rec === undefined || rec.rev !== w.rev) return true; // the index catches up first
     const endpoints: Endpoint[][] = [];
     let changed = false;
     const states: LuaTable<string, QueryState | false> = new LuaTable();

@@ -3,7 +3,7 @@
 // building (except composite hash keys), no TSTL lualib helpers.
 //
 // First try: the version gate (registry.sync: one shm get), look up $dyups_upstream, pin the version
-// (refs + 1, held in ngx.ctx), pick, set_more_tries. Retries: report the failed peer, mark it tried, pick
+// (refs + 1, held in ngx.ctx), the health generation (one shm get, when max_fails is on), pick, set_more_tries. Retries: report the failed peer, mark it tried, pick
 // again from the same pinned version. Log phase: report the last try's outcome, close the connection
 // count, release the pin; the last holder of a retired version unlinks it.
 // Unknown upstream or no available peer: no peer is set, so nginx falls back to the placeholder server
@@ -11,7 +11,7 @@
 import * as balancer from "ngx.balancer";
 import { pick } from "../balance/peer_set";
 import { lookup, Peers, releaseRetired, sync, UpstreamVersion } from "../registry";
-import { connClose, connOpen, peerState, reportFailure, reportSuccess } from "./peer_state";
+import { connClose, connOpen, healthSync, peerState, reportFailure, reportSuccess } from "./peer_state";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
@@ -46,7 +46,7 @@ function hashKey(ver: UpstreamVersion): string {
 }
 
 function keyFor(ver: UpstreamVersion): string | undefined {
-    const m = ver.rec.spec.method;
+    const m = ver.method;
     if (m === "ip_hash") return ngx.var.remote_addr;
     if (m === "hash") return hashKey(ver);
     return undefined;
@@ -87,6 +87,7 @@ function pickPeer(gate: boolean): void {
         // nginx counts only servers that are not down, so the block itself contributes 0 tries.
         const total = ver.peers.total;
         if (total > 1) set_more_tries(total);
+        if (ver.peers.anyMaxFails) healthSync();
     } else {
         // a retry: the previous try on peer gi failed
         const prev = ctx.dyups_gi as number;

@@ -7,27 +7,60 @@
 // picked for fail_timeout; after that one request may try it; failing again marks it down at once (the
 // failure count outlives the down mark), and a success clears the count.
 // Accepted race: two workers may both count the failure that crosses max_fails; the mark is set twice.
+//
+// Per-worker cache: down marks and "has a failure count" are cached per key and dropped whenever the health
+// generation (HEALTH_GEN, bumped after every failure's writes) moves. A request reads that one key
+// (healthSync) instead of one key per candidate peer plus one at its end: in the steady state (no failures)
+// passive health costs one shm get per request, whatever the number of peers. A down mark is cached with its
+// end time, so its expiry needs no shm read either.
 import { noteFailure, PeerState } from "../balance/peer_set";
 import { Peers } from "../registry";
+import { HEALTH_GEN } from "../store/keys";
 import { shm } from "../store/shm";
 
 let dict: NgxSharedDict | undefined;
+/** the health generation the caches below belong to */
+let seenGen = -1;
+/** d:<peer> -> the end of its down mark (0: not marked) */
+let downUntil: LuaTable<string, number> = new LuaTable();
+/** f:<peer> -> whether it has a failure count */
+let failing: LuaTable<string, boolean> = new LuaTable();
+const now = ngx.now;
 
 function d(): NgxSharedDict {
     if (dict === undefined) dict = shm();
     return dict;
 }
 
+function flush(gen: number): void {
+    seenGen = gen;
+    downUntil = new LuaTable();
+    failing = new LuaTable();
+}
+
+/** Drops this worker's cached peer health if another worker recorded a failure since. One shm get. */
+export function healthSync(): void {
+    const [g] = (dict ?? d()).get(HEALTH_GEN);
+    const gen = (g as number | undefined) ?? 0;
+    if (gen !== seenGen) flush(gen);
+}
+
 function available(set: Peers, gi: number): boolean {
-    const sd = dict ?? d();
     // like nginx, a lone server is never taken out for failures (there is nothing else to try)
     if (!set.single && (set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) {
-        const [down] = sd.get((set.dkeys as unknown as LuaTable<number, string>).get(gi));
-        if (down !== undefined) return false;
+        const dkey = (set.dkeys as unknown as LuaTable<number, string>).get(gi);
+        let until = downUntil.get(dkey);
+        if (until === undefined) {
+            const [v] = (dict ?? d()).get(dkey);
+            // a mark written by an older release holds `true`: look again in a second
+            until = v === undefined ? 0 : type(v) === "number" ? (v as number) : now() + 1;
+            downUntil.set(dkey, until);
+        }
+        if (until > 0 && now() < until) return false;
     }
     const mc = (set.maxConns as unknown as LuaTable<number, number>).get(gi);
     if (mc > 0) {
-        const [c] = sd.get((set.kkeys as unknown as LuaTable<number, string>).get(gi));
+        const [c] = (dict ?? d()).get((set.kkeys as unknown as LuaTable<number, string>).get(gi));
         if (c !== undefined && (c as number) >= mc) return false;
     }
     return true;
@@ -53,21 +86,29 @@ export function reportFailure(set: Peers, gi: number): void {
     const fkey = (set.fkeys as unknown as LuaTable<number, string>).get(gi);
     const [n] = sd.incr(fkey, 1, 0, ft);
     if (n !== undefined && n >= maxFails) {
-        sd.set((set.dkeys as unknown as LuaTable<number, string>).get(gi), true, ft);
+        sd.set((set.dkeys as unknown as LuaTable<number, string>).get(gi), now() + ft, ft);
         // keep the count past the down mark, so one more failure after fail_timeout marks it down again
         sd.expire(fkey, ft * 2);
         ngx.log(ngx.WARN, "dyups: upstream server temporarily disabled: ", (set.ids as unknown as LuaTable<number, string>).get(gi),
             " (", n, " failures within ", ft, "s)");
     }
+    // after the writes: a worker that sees the new generation reads them
+    const [gen] = sd.incr(HEALTH_GEN, 1, 0);
+    flush((gen as number | undefined) ?? -1);
 }
 
-/** A try on peer gi succeeded: clear its failure count (one shm get when there is none). */
+/** A try on peer gi succeeded: clear its failure count (no shm access when the cache says there is none). */
 export function reportSuccess(set: Peers, gi: number): void {
     if ((set.maxFails as unknown as LuaTable<number, number>).get(gi) <= 0) return;
-    const sd = dict ?? d();
     const fkey = (set.fkeys as unknown as LuaTable<number, string>).get(gi);
-    const [n] = sd.get(fkey);
-    if (n !== undefined) sd.delete(fkey);
+    let f = failing.get(fkey);
+    const sd = dict ?? d();
+    if (f === undefined) {
+        const [n] = sd.get(fkey);
+        f = n !== undefined;
+    }
+    if (f) sd.delete(fkey);
+    failing.set(fkey, false);
 }
 
 export function connOpen(set: Peers, gi: number): void {

@@ -73,16 +73,26 @@ export function currentVersion(): number {
     return (v as number | undefined) ?? 0;
 }
 
-/** The current record of NAME, or undefined (deleted / never existed, or undecodable: logged). */
-export function readRecord(name: string): UpstreamRecord | undefined {
+/** The current record of NAME as stored (JSON), or undefined. */
+export function readRaw(name: string): string | undefined {
     const [raw] = shm().get(UPSTREAM_PREFIX + name);
-    if (raw === undefined) return undefined;
-    const [rec, err] = cjson.decode(raw as string);
+    return raw as string | undefined;
+}
+
+/** Decodes a stored record, or undefined (undecodable: logged). */
+export function decodeRecord(name: string, raw: string): UpstreamRecord | undefined {
+    const [rec, err] = cjson.decode(raw);
     if (rec === undefined || type(rec) !== "table") {
         ngx.log(ngx.ERR, "dyups: corrupt state of upstream ", name, ": ", err);
         return undefined;
     }
     return rec as UpstreamRecord;
+}
+
+/** The current record of NAME, or undefined (deleted / never existed, or undecodable: logged). */
+export function readRecord(name: string): UpstreamRecord | undefined {
+    const raw = readRaw(name);
+    return raw === undefined ? undefined : decodeRecord(name, raw);
 }
 
 /**

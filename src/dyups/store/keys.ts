@@ -13,7 +13,9 @@
 //   sf:saved     number   the version last written to the state file.
 //   sf:owner     number   pid of the worker writing the state file now (TTL).
 //   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
-//   d:<peer>     boolean  peer marked failed (max_fails reached); TTL fail_timeout.
+//   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
+//   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
+//                          workers cache both and re-read them only when it moves (one get per request).
 //   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns).
 //   dns:owner    number   pid of the worker that resolves names now (dyups.dns.refresh); TTL ownerTtl()
 //                          = max(2 s, 3 sync_interval), renewed every tick while that worker lives; a dead owner's key expires
@@ -39,6 +41,7 @@ export const STATE_OWNER = "sf:owner";
 export const FAILS_PREFIX = "f:";
 export const DOWN_PREFIX = "d:";
 export const CONNS_PREFIX = "k:";
+export const HEALTH_GEN = "hg";
 export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";

@@ -1,0 +1,86 @@
+-- Passive health with the per-worker cache (dyups.phases.peer_state): a failure recorded by one worker is
+-- seen by another after its next healthSync; in the steady state a request reads one shm key, whatever
+-- the number of peers; down marks end at their time without a read.
+local fake = require("spec.helpers.fake_ngx")
+
+local function worker(ngx)
+  -- a "worker": fresh module state (caches) over the same fake ngx and dict
+  fake.unload()
+  _G.ngx = ngx
+  local options = require("dyups.options")
+  options.setOptions(assert(options.validateOptions(nil)))
+  require("dyups.store.shm").resetShm()
+  fake.fake_balancer()
+  local api = require("dyups.api")
+  local reg = require("dyups.registry")
+  local ps = require("dyups.phases.peer_state")
+  local function set(body)
+    local rec = assert(api.prepare("u", body, "api"))
+    return reg.buildVersion(rec).peers
+  end
+  return { ps = ps, set = set, available = ps.peerState.available }
+end
+
+describe("passive health cache", function()
+  local ngx, gets
+  before_each(function()
+    fake.unload()
+    ngx = fake.install()
+    local dict = ngx.shared.dyups
+    local get = dict.get
+    gets = 0
+    dict.get = function(self, k) gets = gets + 1; return get(self, k) end
+  end)
+
+  it("a failure marked by one worker is seen by another at its next healthSync, and ends after fail_timeout", function()
+    local w1 = worker(ngx)
+    local s1 = w1.set("server 127.0.0.1:1 max_fails=1 fail_timeout=10; server 127.0.0.1:2;")
+    local w2 = worker(ngx)
+    local s2 = w2.set("server 127.0.0.1:1 max_fails=1 fail_timeout=10; server 127.0.0.1:2;")
+    w2.ps.healthSync()
+    assert.is_true(w2.available(s2, 1))
+    w1.ps.reportFailure(s1, 1)
+    assert.is_false(w1.available(s1, 1)) -- the reporter sees its own mark at once
+    w2.ps.healthSync()
+    assert.is_false(w2.available(s2, 1))
+    assert.is_true(w2.available(s2, 2))
+    ngx._advance(9.9)
+    assert.is_false(w2.available(s2, 1))
+    ngx._advance(0.2)
+    assert.is_true(w2.available(s2, 1))
+  end)
+
+  it("in the steady state a request costs one shm get (the generation), for any number of peers", function()
+    local w = worker(ngx)
+    local s = w.set("server 127.0.0.1:1; server 127.0.0.1:2; server 127.0.0.1:3; server 127.0.0.1:4;")
+    w.ps.healthSync()
+    for gi = 1, 4 do w.available(s, gi); w.ps.reportSuccess(s, gi) end -- fills the cache
+    gets = 0
+    for _ = 1, 10 do
+      w.ps.healthSync()
+      for gi = 1, 4 do assert.is_true(w.available(s, gi)) end
+      w.ps.reportSuccess(s, 2)
+    end
+    assert.equal(10, gets)
+  end)
+
+  it("a success clears a failure count another worker recorded", function()
+    local w1 = worker(ngx)
+    local s1 = w1.set("server 127.0.0.1:1 max_fails=3; server 127.0.0.1:2;")
+    local w2 = worker(ngx)
+    local s2 = w2.set("server 127.0.0.1:1 max_fails=3; server 127.0.0.1:2;")
+    w2.ps.healthSync()
+    w2.ps.reportSuccess(s2, 1) -- caches "no failure count"
+    w1.ps.reportFailure(s1, 1)
+    w1.ps.reportFailure(s1, 1)
+    assert.equal(2, (ngx.shared.dyups:get("f:127.0.0.1:1")))
+    w2.ps.healthSync()
+    w2.ps.reportSuccess(s2, 1)
+    assert.is_nil((ngx.shared.dyups:get("f:127.0.0.1:1")))
+    -- so two more failures do not reach max_fails=3
+    w1.ps.reportFailure(s1, 1)
+    w1.ps.reportFailure(s1, 1)
+    w2.ps.healthSync()
+    assert.is_true(w2.available(s2, 1))
+  end)
+end)
