@@ -109,9 +109,10 @@ async function main() {
   server { listen 127.0.0.1:${staticLogPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} ${logLua} } }
   server { listen 127.0.0.1:${floorPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://lua_floor; ${keep} } }
 ${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}`;
+  const only = process.env.BENCH_ONLY; // "a" or "b": one part alone
   const ng = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, proxyExtra: `${keep} ${logLua}`, httpExtra });
   running.nginx.add(ng);
-  try {
+  if (only !== "b") try {
     const w = await ng.post("/upstream/bench", `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);
     if (w.status !== 200) throw new Error(`cannot create the upstream: ${w.status} ${w.body}`);
     const T = {
@@ -146,6 +147,7 @@ ${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200
     await ng.stop();
     running.nginx.delete(ng);
   }
+  if (only === "b") { await ng.stop(); running.nginx.delete(ng); }
 
   // b. Two nginx instances side by side, the same config: A with 1 upstream, B with `many` upstreams, both
   // named many0.. and each with its own 2 backends (so each instance's CPU figure holds its own backend work).
@@ -173,6 +175,7 @@ function request() return format(nil, nil, { Host = names[random(n)] }) end
     if (c.failed) throw new Error(`creating ${count} upstreams: ${c.failed} failed (${c.firstFailure})`);
     return { ng: x, c, pids: x.workerPids(), url: `http://127.0.0.1:${x.proxyPort}/` };
   };
+  if (only === "a") return printSummary(summary);
   const A = await inst(1);
   const B = await inst(many);
   try {
@@ -206,6 +209,10 @@ function request() return format(nil, nil, { Host = names[random(n)] }) end
   } finally {
     for (const x of [A, B]) { await x.ng.stop(); running.nginx.delete(x.ng); }
   }
+  printSummary(summary);
+}
+
+function printSummary(summary) {
   console.log("\n## summary (bench-balancer)");
   for (const l of summary) console.log(`SUMMARY ${l}`);
 }
