@@ -183,6 +183,8 @@ function request() return format(nil, nil, { Host = names[random(n)] }) end
     console.log(`  created ${c.count} in ${f1(c.secs)} s: ${f1(c.rate)} upstreams/s, POST p50 ${f2(c.p50)} ms, p99 ${f2(c.p99)} ms, failed ${c.failed}`);
     const cv = await converge(B.ng, 2, 60000, 20);
     console.log(`  every worker applied the last version ${f1(cv.ms)} ms after the last POST; upstreams ${cv.s.upstreams}; shm free ${cv.s.shm.free} of ${cv.s.shm.capacity} B; lua_kb per worker ${cv.s.workers.map((x) => x.lua_kb).join("/")}`);
+    const sa = await status(A.ng);
+    console.log(`  lua_kb per worker with 1 upstream: ${sa.workers.map((x) => x.lua_kb).join("/")}`);
     const statusOne = await timeGet(A.ng, "/status");
     const statusMany = await timeGet(B.ng, "/status");
     console.log(`  GET /status: ${f1(statusOne)} ms with 1 upstream, ${f1(statusMany)} ms with ${many}`);
