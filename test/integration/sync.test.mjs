@@ -3,7 +3,7 @@
 // atomically, trylock, read_msg_log.
 import { test, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, rmSync } from "node:fs";
 import path from "node:path";
 import { startNginx, sleep, eventually, request } from "./harness.mjs";
 
@@ -112,6 +112,8 @@ describe("recovery", () => {
     assert.equal(afterDetail, before.replace("127.0.0.1:2 ", "127.0.0.1:4 "));
     assert.equal((await ng.get("/upstream/keep")).body, "server 127.0.0.1:3\n", "run-time change kept over the unchanged file");
     assert.equal((await ng.get("/upstream/edited")).body, "server 127.0.0.1:4\n", "an edit of the file wins");
+    await ng.stop();
+    rmSync(prefix, { recursive: true, force: true }); // kept across the three starts above; ours to remove
   });
 });
 
