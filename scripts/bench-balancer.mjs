@@ -108,7 +108,7 @@ async function main() {
   server { listen 127.0.0.1:${staticPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} } }
   server { listen 127.0.0.1:${staticLogPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} ${logLua} } }
   server { listen 127.0.0.1:${floorPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://lua_floor; ${keep} } }
-${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}`;
+${h.backendServers([B1, B2])}`;
   const only = process.env.BENCH_ONLY; // "a" or "b": one part alone
   const ng = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, proxyExtra: `${keep} ${logLua}`, httpExtra });
   running.nginx.add(ng);
@@ -168,7 +168,7 @@ function request() return format(nil, nil, { Host = names[random(n)] }) end
 `);
   const inst = async (count) => {
     const [B1, B2] = await h.freePorts(2);
-    const httpExtra = `${conf}\n${[B1, B2].map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}`;
+    const httpExtra = `${conf}\n${h.backendServers([B1, B2])}`;
     const x = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, proxyExtra: `${keep} ${logLua}`, httpExtra });
     running.nginx.add(x);
     const c = await createMany(x, count, 8, `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`);

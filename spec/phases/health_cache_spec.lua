@@ -4,13 +4,7 @@
 local fake = require("spec.helpers.fake_ngx")
 
 local function worker(ngx)
-  -- a "worker": fresh module state (caches) over the same fake ngx and dict
-  fake.unload()
-  _G.ngx = ngx
-  local options = require("dyups.options")
-  options.setOptions(assert(options.validateOptions(nil)))
-  require("dyups.store.shm").resetShm()
-  fake.fake_balancer()
+  fake.another_worker(ngx)
   local api = require("dyups.api")
   local reg = require("dyups.registry")
   local ps = require("dyups.phases.peer_state")

@@ -107,11 +107,7 @@ describe("registry catch-up", function()
     local log = require("dyups.store.command_log")
     log.commit("a", record("a", "server 127.0.0.1:1; server 127.0.0.1:2;"))
     log.commit("b", record("b", "server 127.0.0.1:3;"))
-    -- "worker 2": fresh module state over the same dict
-    fake.unload()
-    _G.ngx = ngx
-    require("dyups.options").setOptions(assert(require("dyups.options").validateOptions(nil)))
-    package.loaded["ngx.balancer"] = fake_balancer
+    fake.another_worker(ngx, fake_balancer) -- "worker 2"
     local reg = require("dyups.registry")
     reg.sync()
     assert.equal(2, reg.appliedVersion())
@@ -144,14 +140,10 @@ end)
 describe("registry lazy builds", function()
   it("builds a peer set on first lookup, rebuilds built ones at each change, and keeps digests equal", function()
     local ngx = fresh()
-    local fake_balancer = fake.fake_balancer()
     local log = require("dyups.store.command_log")
     log.commit("a", record("a", "server 127.0.0.1:1; server 127.0.0.1:2;"))
     log.commit("b", record("b", "server 127.0.0.1:3;"))
-    fake.unload()
-    _G.ngx = ngx
-    require("dyups.options").setOptions(assert(require("dyups.options").validateOptions(nil)))
-    package.loaded["ngx.balancer"] = fake_balancer
+    fake.another_worker(ngx)
     local reg = require("dyups.registry")
     local log2 = require("dyups.store.command_log")
     local api = require("dyups.api")

@@ -193,6 +193,11 @@ function build(name: string, rec: UpstreamRecord): UpstreamVersion | undefined {
     return ver as UpstreamVersion;
 }
 
+function link(name: string, ver: UpstreamVersion): void {
+    byName.set(name, ver);
+    builtCount = builtCount + 1;
+}
+
 function unlink(name: string): void {
     const old = byName.get(name);
     if (old !== undefined) {
@@ -203,16 +208,19 @@ function unlink(name: string): void {
     failed.delete(name);
 }
 
+/** NAME (applied at revision rev) is gone from the store. */
+function drop(name: string, rev: number): void {
+    revs.delete(name);
+    upstreamCount = upstreamCount - 1;
+    digest = digest ^ revisionHash(name, rev);
+    unlink(name);
+}
+
 function applyName(name: string): void {
     const raw = readRaw(name);
     const oldRev = revs.get(name);
     if (raw === undefined) {
-        if (oldRev !== undefined) {
-            revs.delete(name);
-            upstreamCount = upstreamCount - 1;
-            digest = digest ^ revisionHash(name, oldRev);
-            unlink(name);
-        }
+        if (oldRev !== undefined) drop(name, oldRev);
         return;
     }
     const rec = decodeRecord(name, raw);
@@ -225,9 +233,7 @@ function applyName(name: string): void {
     unlink(name);
     if (!inUse) return;
     const ver = build(name, rec);
-    if (ver === undefined) return;
-    byName.set(name, ver);
-    builtCount = builtCount + 1;
+    if (ver !== undefined) link(name, ver);
 }
 
 function rebuildAll(): void {
@@ -237,12 +243,7 @@ function rebuildAll(): void {
         applyName(name);
     }
     for (const [name, rev] of pairs(revs)) {
-        if (seen.get(name) !== true) {
-            revs.delete(name);
-            upstreamCount = upstreamCount - 1;
-            digest = digest ^ revisionHash(name, rev);
-            unlink(name);
-        }
+        if (seen.get(name) !== true) drop(name, rev);
     }
 }
 
@@ -301,10 +302,7 @@ export function lookup(name: string): UpstreamVersion | undefined {
     const rec = record(name);
     if (rec === undefined) return undefined; // deleted since: the next sync applies it
     const built = build(name, rec);
-    if (built !== undefined) {
-        byName.set(name, built);
-        builtCount = builtCount + 1;
-    }
+    if (built !== undefined) link(name, built);
     return built;
 }
 

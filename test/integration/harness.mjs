@@ -81,6 +81,11 @@ export function luaValue(v) {
   return `{ ${Object.entries(v).map(([k, x]) => `[${luaString(k)}] = ${luaValue(x)}`).join(", ")} }`;
 }
 
+/** server blocks of demo backends: each answers 200 with its own port as the body */
+export function backendServers(ports) {
+  return ports.map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n");
+}
+
 /**
  * Starts nginx. Options:
  *   workers (2), init (init() options object), backends (number of demo backends: each answers its own
@@ -125,7 +130,7 @@ http {
   init_by_lua_block { require("dyups").init(${luaValue(init)}) }
   init_worker_by_lua_block { require("dyups").init_worker() ${o.initWorkerExtra ?? ""} }
   ${o.httpExtra ?? ""}
-${backendPorts.map((p) => `  server { listen 127.0.0.1:${p}; location / { return 200 "${p}"; } }`).join("\n")}
+${backendServers(backendPorts)}
   server {
     listen 127.0.0.1:${proxyPort}${o.reuseport === false ? "" : " reuseport"};
     add_header X-Worker $pid always;

@@ -632,6 +632,9 @@ function randomStart(set: PeerSet, first: number, last: number): void {
     }
 }
 
+/** The ring arrays of every set that is not `hash ... consistent` (never written: buildRing makes its own). */
+const NO_RING: number[] = [];
+
 function kindOf(opts: PeerOptions): number {
     const m = opts.method;
     if (m === "round_robin") return KIND_RR;
@@ -650,9 +653,6 @@ function kindOf(opts: PeerOptions): number {
  * Raises (caller's bug) on a weight that is not an integer >= 1 or an unknown method; the input is
  * expected to be validated already.
  */
-/** The ring arrays of every set that is not `hash ... consistent` (never written: buildRing makes its own). */
-const NO_RING: number[] = [];
-
 function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
     const kind = kindOf(opts);
     const list = peers as unknown as LuaTable<number, PeerInit>;

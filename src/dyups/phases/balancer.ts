@@ -3,8 +3,8 @@
 // building (except composite hash keys), no TSTL lualib helpers.
 //
 // First try: the version gate (registry.sync: one shm get), look up $dyups_upstream, pin the version
-// (refs + 1, held in ngx.ctx), the health generation (one shm get, when max_fails is on), pick, set_more_tries. Retries: report the failed peer, mark it tried, pick
-// again from the same pinned version. Log phase: report the last try's outcome, close the connection
+// (refs + 1, held in ngx.ctx), set_more_tries, the health generation (one shm get, when max_fails is on),
+// pick. Retries: report the failed peer, mark it tried, pick again from the same pinned version. Log phase: report the last try's outcome, close the connection
 // count, release the pin; the last holder of a retired version unlinks it.
 // Unknown upstream or no available peer: no peer is set, so nginx falls back to the placeholder server
 // (127.0.0.1:1 down) and answers 502 without sending anything anywhere.
