@@ -103,3 +103,11 @@ declare module "ngx.process" {
     export function type(): string;
 }
 
+
+// LuaJIT's FFI, as a module (it is not a global in OpenResty): `import * as ffi from "ffi"`.
+declare module "ffi" {
+    export function cdef(defs: string): void;
+    export const C: unknown;
+    /** the C errno of the last call through the FFI */
+    export function errno(): number;
+}

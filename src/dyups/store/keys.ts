@@ -45,6 +45,7 @@ export const HEALTH_GEN = "hg";
 export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
+export const LEASE_PREFIX = "lease:";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

@@ -1,0 +1,23 @@
+/** @noSelfInFile */
+// The product's shared dict handle (the one named by the `dict` option), looked up once per process.
+import { getOptions } from "../options";
+
+let cached: NgxSharedDict | undefined;
+
+/** Raises when the dict is not declared: a configuration mistake that init() reports at start-up. */
+export function dict(): NgxSharedDict {
+    if (cached === undefined) {
+        const name = getOptions().dict;
+        const d = ngx.shared[name];
+        if (d === undefined) {
+            error(`lua_shared_dict "${name}" is not declared (include nginx/dyups.conf, or declare it and pass { dict = "${name}" })`, 0);
+        }
+        cached = d;
+    }
+    return cached;
+}
+
+/** Forget the handle (tests and init() after the options change). */
+export function resetDict(): void {
+    cached = undefined;
+}
