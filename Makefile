@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PROXY_PORT ?= 8080
 API_PORT ?= 8081
 
-.PHONY: all deps test-deps build spec it containers test run bench clean
+.PHONY: all deps test-deps build lint spec it containers test run bench clean
 
 all: build
 
@@ -15,6 +15,9 @@ test-deps:
 
 build:
 	tools/build.sh
+
+lint:
+	scripts/lint.sh
 
 spec: build
 	scripts/spec.sh

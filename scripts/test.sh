@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every suite: build, busted specs, integration tests against a real nginx, container tests.
+# Every suite: build, lint, busted specs, integration tests against a real nginx, container tests.
 # The last line is "N passed, N failed" over all suites.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,9 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 passed=0; failed=0; rc=0
 
 tools/build.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+echo "== lint (eslint: what compiles badly to Lua)"
+if scripts/lint.sh; then passed=$((passed + 1)); echo "lint: ok"; else failed=$((failed + 1)); rc=1; fi
 
 echo "== specs (busted under LuaJIT)"
 scripts/spec.sh | tee "$tmp/spec.out"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1

@@ -1,4 +1,4 @@
--- Passive health with the per-worker cache (dyups.phases.peer_state): a failure recorded by one worker is
+-- Passive health with the per-worker cache (dyups.store.peer_health): a failure recorded by one worker is
 -- seen by another after its next healthSync; in the steady state a request reads one shm key, whatever
 -- the number of peers; down marks end at their time without a read.
 local fake = require("spec.helpers.fake_ngx")
@@ -6,7 +6,6 @@ local fake = require("spec.helpers.fake_ngx")
 local function worker(ngx)
   fake.another_worker(ngx)
   local api = require("dyups.pipeline")
-  local reg = require("dyups.registry.sync")
   local ps = require("dyups.store.peer_health")
   local function set(body)
     local rec = assert(api.prepare("u", body, "api"))

@@ -13,8 +13,6 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import net from "node:net";
-import http from "node:http";
 import { fileURLToPath } from "node:url";
 
 process.env.TESTCONTAINERS_RYUK_DISABLED ??= "true";
@@ -23,67 +21,18 @@ const { GenericContainer, Wait, StartupCheckStrategy } = await import("testconta
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const RUN = process.env.DYUPS_TEST_RUN || `pid${process.pid}`;
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { sleep, freePorts, eventually } from "../lib/net.mjs";
+import { request as httpRequest, sleep, freePorts } from "../lib/net.mjs";
 // the line each worker logs at the end of init_worker: "dyups: worker N (pid P) started, version V"
 export const WORKER_STARTED = /dyups: worker \d+ .*started/;
 
 const docker = (...args) => execFileSync("docker", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 
-// ---------------------------------------------------------------------------------------------- ports
-
-function portFree(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-// 21000..31999: below the ephemeral range (32768+), apart from the integration harness's start (20000 + pid%400*20)
-let nextPort = 21000 + ((process.pid * 37) % 540) * 20;
-/** n consecutive free loopback ports below 32768 (checked on the host: containers share its network) */
-export async function freePorts(n) {
-  for (let tries = 0; tries < 500; tries++) {
-    if (nextPort + n >= 32000) nextPort = 21000;
-    const base = nextPort;
-    nextPort += n + 1;
-    let ok = true;
-    for (let i = 0; i < n && ok; i++) ok = await portFree(base + i);
-    if (ok) return Array.from({ length: n }, (_, i) => base + i);
-  }
-  throw new Error("no free ports below 32768");
-}
-
 // ---------------------------------------------------------------------------------------------- HTTP
 
-/**
- * One request over a fresh connection: { status, body, headers, sentAt, doneAt } (performance.now() ms). Connection errors give
- * status 0 and the message as body (never throws).
- */
+/** One request over a fresh connection (test/lib/net.mjs); connection errors give status 0 (never throws). */
 export function request(port, method, urlPath, opts = {}) {
-  return new Promise((resolve) => {
-    const headers = { ...(opts.headers || {}) };
-    if (opts.body !== undefined) headers["content-length"] = Buffer.byteLength(opts.body);
-    const sentAt = performance.now(); // high resolution: orders requests against each other within this process
-    const done = (status, body, h = {}) => resolve({ status, body, headers: h, sentAt, doneAt: performance.now() });
-    const req = http.request({ host: "127.0.0.1", port, method, path: urlPath, headers, agent: false }, (res) => {
-      const parts = [];
-      res.on("data", (d) => parts.push(d));
-      res.on("end", () => done(res.statusCode, Buffer.concat(parts).toString(), res.headers));
-      res.on("error", (e) => done(0, String(e.message)));
-    });
-    req.setTimeout(opts.timeout ?? 10000, () => req.destroy(new Error("timeout")));
-    req.on("error", (e) => done(0, String(e.message)));
-    if (opts.body !== undefined) req.write(opts.body);
-    req.end();
-  });
-}
-
-/** until fn() returns truthy or ms passes; returns the last value */
-export async function eventually(fn, ms = 5000, step = 50) {
-  const end = Date.now() + ms;
-  let v;
-  while (Date.now() < end) { v = await fn(); if (v) return v; await sleep(step); }
-  return v;
+  return httpRequest(port, method, urlPath, { ...opts, allowError: true });
 }
 
 // ---------------------------------------------------------------------------------------------- image

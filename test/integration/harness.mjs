@@ -6,7 +6,6 @@ import { mkdtempSync, writeFileSync, mkdirSync, rmSync, readFileSync, existsSync
 import { tmpdir } from "node:os";
 import path from "node:path";
 import net from "node:net";
-import http from "node:http";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -14,60 +13,8 @@ export const LUA = path.join(ROOT, "dist/lua");
 export const NGINX = execFileSync(path.join(ROOT, "scripts/nginx-bin.sh")).toString().trim();
 const IS_OPENRESTY = !NGINX.endsWith("/nginx");
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** true when nothing listens on 127.0.0.1:port and we can bind it */
-function portFree(port) {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-
-let nextPort = 20000 + (process.pid % 400) * 20;
-/** n consecutive free ports below 32768 */
-export async function freePorts(n) {
-  for (let tries = 0; tries < 500; tries++) {
-    if (nextPort + n >= 32000) nextPort = 20000;
-    const base = nextPort;
-    nextPort += n + 1;
-    let ok = true;
-    for (let i = 0; i < n && ok; i++) ok = await portFree(base + i);
-    if (ok) return Array.from({ length: n }, (_, i) => base + i);
-  }
-  throw new Error("no free ports");
-}
-
-/**
- * One HTTP request over a fresh connection. Returns { status, headers, body }. Never throws on HTTP
- * status; rejects on connection errors (unless opts.allowError, then status 0).
- */
-export function request(port, method, urlPath, opts = {}) {
-  return new Promise((resolve, reject) => {
-    const headers = { ...(opts.headers || {}) };
-    let body = opts.body;
-    if (body !== undefined && !opts.chunks && headers["content-length"] === undefined) headers["content-length"] = Buffer.byteLength(body);
-    if (opts.chunks) headers["transfer-encoding"] = "chunked";
-    const req = http.request({ host: "127.0.0.1", port, method, path: urlPath, headers, agent: false }, (res) => {
-      const parts = [];
-      res.on("data", (d) => parts.push(d));
-      res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts).toString() }));
-      res.on("error", reject);
-    });
-    req.setTimeout(opts.timeout ?? 10000, () => req.destroy(new Error("timeout")));
-    req.on("error", (e) => (opts.allowError ? resolve({ status: 0, headers: {}, body: String(e.message) }) : reject(e)));
-    if (opts.chunks) {
-      (async () => {
-        for (const c of opts.chunks) { req.write(c); if (opts.chunkDelay) await sleep(opts.chunkDelay); }
-        req.end();
-      })();
-    } else {
-      if (body !== undefined) req.write(body);
-      req.end();
-    }
-  });
-}
+export { sleep, freePorts, request, eventually } from "../lib/net.mjs";
+import { sleep, freePorts, request } from "../lib/net.mjs";
 
 function luaString(s) {
   return `"${String(s).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`;
@@ -218,13 +165,6 @@ export async function startNginxExpectFailure(o = {}) {
 }
 
 /** Until fn() returns truthy or ms passes; returns the last value. */
-export async function eventually(fn, ms = 5000, step = 20) {
-  const end = Date.now() + ms;
-  let v;
-  while (Date.now() < end) { v = await fn(); if (v) return v; await sleep(step); }
-  return v;
-}
-
 /** Sends raw bytes over one connection and resolves with the raw response text (the server closes). */
 export function rawRequest(port, text, timeout = 5000) {
   return new Promise((resolve, reject) => {

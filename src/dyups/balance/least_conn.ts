@@ -10,16 +10,16 @@ import { MARKED, swrrStep, tiered } from "./swrr";
 import type { PeerSet, PeerState, Tried } from "./types";
 
 function leastConnRange(set: PeerSet, state: PeerState, tried: Tried, first: number, last: number): number {
-    const down = set.down;
-    const weights = set.weights;
     const conns = set.balConns;
+    const weights = set.weights;
+    let many = false;
     let best = 0;
+    // the best peer's count and weight: conns/weight is compared by cross-multiplication
     let bestConns = 0;
     let bestWeight = 1;
-    let many = false;
     for (const gi of $range(first, last)) {
         conns[gi - 1] = -1;
-        if (down[gi - 1]) continue;
+        if (set.down[gi - 1]) continue;
         if (tried !== undefined && tried.get(gi) === true) continue;
         if (!state.available(set, gi)) continue;
         const c = state.conns(set, gi);

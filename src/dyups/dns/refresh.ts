@@ -1,5 +1,5 @@
 /** @noSelfInFile */
-// Re-resolution of host names by TTL. Timer phase only (the sync tick of dyups.init calls dnsTick() every
+// Re-resolution of host names by TTL. Timer phase only (the sync tick of dyups.startup calls dnsTick() every
 // sync_interval in every worker); never on the request path. See dyups.dns.resolve for the first resolution
 // (when a body is applied) and dyups.dns.policy for the rules (TTL clamp, jitter, back-off, serve-stale).
 //

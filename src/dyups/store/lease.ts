@@ -34,27 +34,17 @@ function me(): number {
 }
 
 /**
- * Takes or renews lease NAME for ttl seconds. Returns true when this process holds it afterwards.
- * A lease held by a dead process is taken over at once. Never waits.
+ * Adds KEY for pid. Returns [true] when added, else [false, holder]: the current holder, or undefined when
+ * the add failed for another reason (no memory: nobody can hold it now; the caller retries later).
  */
-export function claim(name: string, ttl: number): boolean {
-    const d = dict();
-    const key = LEASE_PREFIX + name;
-    const pid = me();
+function take(d: NgxSharedDict, key: string, pid: number, ttl: number): LuaMultiReturn<[boolean, unknown]> {
     const [ok, err] = d.add(key, pid, ttl);
-    if (ok) return true;
-    if (err !== "exists") return false; // no memory: nobody can hold it now; the caller retries later
+    if (ok) return $multi(true, undefined);
+    if (err !== "exists") return $multi(false, undefined);
     const [holder] = d.get(key);
-    if (holder === pid) {
-        d.set(key, pid, ttl);
-        return true;
-    }
-    if (holder === undefined || type(holder) !== "number" || pidAlive(holder as number)) {
-        // expired between add and get: one more add; otherwise the holder lives
-        if (holder === undefined) return d.add(key, pid, ttl)[0] === true;
-        return false;
-    }
-    return takeOver(d, key, holder as number, pid, ttl);
+    // expired between the add and the get: one more add
+    if (holder === undefined) return $multi(d.add(key, pid, ttl)[0] === true, undefined);
+    return $multi(false, holder);
 }
 
 /** The holder is dead: exactly one claimant wins the takeover guard and frees the key; then the usual add. */
@@ -67,21 +57,35 @@ function takeOver(d: NgxSharedDict, key: string, dead: number, pid: number, ttl:
     return d.add(key, pid, ttl)[0] === true;
 }
 
+/** claim (renewable: the holder takes it again) or acquire (exclusive). */
+function obtain(name: string, ttl: number, renewable: boolean): boolean {
+    const d = dict();
+    const key = LEASE_PREFIX + name;
+    const pid = me();
+    const [ok, holder] = take(d, key, pid, ttl);
+    if (ok) return true;
+    if (holder === pid && renewable) {
+        d.set(key, pid, ttl);
+        return true;
+    }
+    if (holder === pid || type(holder) !== "number" || pidAlive(holder as number)) return false;
+    return takeOver(d, key, holder as number, pid, ttl);
+}
+
+/**
+ * Takes or renews lease NAME for ttl seconds, for an elected job. Returns true when this process holds it
+ * afterwards. A lease held by a dead process is taken over at once. Never waits.
+ */
+export function claim(name: string, ttl: number): boolean {
+    return obtain(name, ttl, true);
+}
+
 /**
  * Takes lease NAME for ttl seconds only if nobody holds it (or its holder is dead): an exclusive lock,
  * for a critical section that must not be entered twice, even by two requests of this worker. Never waits.
  */
 export function acquire(name: string, ttl: number): boolean {
-    const d = dict();
-    const key = LEASE_PREFIX + name;
-    const pid = me();
-    const [ok, err] = d.add(key, pid, ttl);
-    if (ok) return true;
-    if (err !== "exists") return false;
-    const [holder] = d.get(key);
-    if (holder === undefined) return d.add(key, pid, ttl)[0] === true;
-    if (holder === pid || type(holder) !== "number" || pidAlive(holder as number)) return false;
-    return takeOver(d, key, holder as number, pid, ttl);
+    return obtain(name, ttl, false);
 }
 
 /** Extends NAME by ttl seconds if this process holds it. Returns whether it does. */

@@ -29,7 +29,7 @@ export interface StateFile {
     version: number;
     saved_at: number;
     upstreams: SavedUpstream[];
-    /** name -> md5 of the upstream_conf body last applied for it (see init's precedence rule) */
+    /** name -> md5 of the upstream_conf body last applied for it (the start-up precedence rule of startup.ts) */
     conf_seen: LuaTable<string, string>;
 }
 
@@ -52,11 +52,11 @@ function failed(path: string, err: string): Result<boolean> {
 export function saveIfChanged(force?: boolean): Result<boolean> {
     const path = getOptions().state_file;
     if (path === undefined) return $multi(false, undefined);
-    if (!force && ngx.now() < retryAt && lastError !== undefined) return $multi(undefined, lastError);
+    if (force !== true && ngx.now() < retryAt && lastError !== undefined) return $multi(undefined, lastError);
     const d = dict();
     const v = currentVersion();
     const [saved] = d.get(STATE_SAVED);
-    if (!force && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
+    if (force !== true && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
     if (!acquire(STATE_FILE_LEASE, 10)) return $multi(false, undefined);
     const [ok, err] = pcall(write, path, v);
     release(STATE_FILE_LEASE);

@@ -1,0 +1,200 @@
+-- The phase entry points (dyups.phases.balancer: balance() in balancer_by_lua, logPhase() in log_by_lua)
+-- under the fake ngx and a fake ngx.balancer, in the style of ingress-nginx's balancer_test.lua: what a
+-- request's first try, its retries and its log phase do to the peer nginx is given, the tries it is
+-- allowed, the version it pins, and the shared peer state.
+local fake = require("spec.helpers.fake_ngx")
+
+local ngx, b, phases, reg, pipeline
+
+local function request(upstream)
+  ngx.ctx = {}
+  ngx.var.dyups_upstream = upstream
+  ngx.status = 200
+  ngx.var.upstream_header_time = nil
+  b.calls = {}
+  b.more_tries = nil
+  b.failure = nil
+end
+
+local function peer(i)
+  local c = b.calls[i or #b.calls]
+  return c and (c.host .. ":" .. c.port)
+end
+
+local function update(name, body)
+  local v, err, status = pipeline.update(name, body)
+  assert(v, tostring(status) .. " " .. tostring(err))
+  return v
+end
+
+describe("balancer phase entry points", function()
+  before_each(function()
+    fake.unload()
+    ngx = fake.install()
+    local options = require("dyups.options")
+    options.setOptions(assert(options.validateOptions(nil)))
+    require("dyups.store.dict").resetDict()
+    b = fake.fake_balancer()
+    phases = require("dyups.phases.balancer")
+    reg = require("dyups.registry.sync")
+    pipeline = require("dyups.pipeline")
+  end)
+
+  it("first try: sets a peer of the named upstream, asks for one try per peer, pins the version", function()
+    update("u", "server 127.0.0.1:8001; server 127.0.0.1:8002; server 127.0.0.1:8003;")
+    request("u")
+    phases.balance()
+    assert.equal(1, #b.calls)
+    assert.matches("^127%.0%.0%.1:800[123]$", peer())
+    assert.equal(3, b.more_tries)
+    local ver = reg.lookup("u")
+    assert.equal(1, ver.refs)
+    assert.equal(ver, ngx.ctx.dyups_v)
+    phases.logPhase()
+    assert.equal(0, ver.refs)
+    assert.is_nil(ngx.ctx.dyups_v)
+  end)
+
+  it("a lone server: no extra tries are asked for", function()
+    update("one", "server 127.0.0.1:8001;")
+    request("one")
+    phases.balance()
+    assert.equal("127.0.0.1:8001", peer())
+    assert.is_nil(b.more_tries)
+    phases.logPhase()
+  end)
+
+  it("the upstream name is looked up case-insensitively", function()
+    update("mixed", "server 127.0.0.1:8001;")
+    request("MiXeD")
+    phases.balance()
+    assert.equal("127.0.0.1:8001", peer())
+    phases.logPhase()
+  end)
+
+  it("a retry after a failure reports it and moves to an untried peer of the same version", function()
+    update("u", "server 127.0.0.1:8001 max_fails=2; server 127.0.0.1:8002 max_fails=2;")
+    request("u")
+    phases.balance()
+    local first = peer()
+    b.failure = "failed"
+    phases.balance() -- nginx calls the balancer again for the next try
+    assert.equal(2, #b.calls)
+    assert.are_not.equal(first, peer(2))
+    -- the failure was counted in shared memory for the first peer
+    assert.equal(1, ngx.shared.dyups:get("f:" .. first))
+    phases.logPhase()
+    assert.equal(0, reg.lookup("u").refs)
+  end)
+
+  it("unix sockets are set without a port", function()
+    update("sock", "server unix:/tmp/dyups-spec.sock;")
+    request("sock")
+    phases.balance()
+    assert.equal("unix:/tmp/dyups-spec.sock", b.calls[1].host)
+    assert.is_nil(b.calls[1].port)
+    phases.logPhase()
+  end)
+
+  it("a version replaced while a request holds it is retired, and unlinked by its last holder", function()
+    update("u", "server 127.0.0.1:8001;")
+    request("u")
+    phases.balance()
+    local held = ngx.ctx
+    local old = held.dyups_v
+    update("u", "server 127.0.0.1:8009;") -- the write catches this worker up: `old` is retired
+    assert.is_true(old.retired)
+    assert.equal(1, reg.stats().retired)
+    -- a new request routes by the new version meanwhile
+    request("u")
+    phases.balance()
+    assert.equal("127.0.0.1:8009", peer())
+    phases.logPhase()
+    -- the first request ends: its log phase releases the retired version
+    ngx.ctx = held
+    phases.logPhase()
+    assert.equal(0, old.refs)
+    assert.equal(0, reg.stats().retired)
+  end)
+
+  it("a deleted upstream's held version is released the same way", function()
+    update("gone", "server 127.0.0.1:8001;")
+    request("gone")
+    phases.balance()
+    local held = ngx.ctx
+    assert.is_truthy(pipeline.remove("gone"))
+    assert.equal(1, reg.stats().retired)
+    request("gone")
+    phases.balance()
+    assert.equal(0, #b.calls) -- unknown now: no peer set, nginx answers 502 from the placeholder
+    ngx.ctx = held
+    phases.logPhase()
+    assert.equal(0, reg.stats().retired)
+  end)
+
+  it("an unknown upstream sets no peer and pins nothing", function()
+    request("nope")
+    phases.balance()
+    assert.equal(0, #b.calls)
+    assert.is_nil(ngx.ctx.dyups_v)
+    phases.logPhase() -- nothing to release
+  end)
+
+  it("an empty $dyups_upstream is logged as a configuration error", function()
+    request("")
+    phases.balance()
+    assert.equal(0, #b.calls)
+    local found = false
+    for _, l in ipairs(ngx._logs) do if l.msg:find("$dyups_upstream is empty", 1, true) then found = true end end
+    assert.is_true(found)
+  end)
+
+  it("no live peer: sets nothing (nginx's 502), logs it, and still releases the pin", function()
+    update("dead", "server 127.0.0.1:8001 down; server 127.0.0.1:8002 down;")
+    request("dead")
+    phases.balance()
+    assert.equal(0, #b.calls)
+    local ver = reg.lookup("dead")
+    assert.equal(1, ver.refs)
+    phases.logPhase()
+    assert.equal(0, ver.refs)
+  end)
+
+  it("least_conn counts the connection at the pick and closes it in the log phase", function()
+    update("lc", "least_conn; server 127.0.0.1:8001; server 127.0.0.1:8002;")
+    request("lc")
+    phases.balance()
+    local p = peer()
+    assert.equal(1, ngx.shared.dyups:get("k:" .. p))
+    phases.logPhase()
+    assert.is_nil(ngx.shared.dyups:get("k:" .. p))
+  end)
+
+  it("the log phase counts a connection-level failure of the last try, and a success clears it", function()
+    update("u", "server 127.0.0.1:8001 max_fails=3; server 127.0.0.1:8002 max_fails=3;")
+    request("u")
+    phases.balance()
+    local p = peer()
+    ngx.status = 502
+    ngx.var.upstream_header_time = "-"
+    phases.logPhase()
+    assert.equal(1, ngx.shared.dyups:get("f:" .. p))
+    -- next requests: the one that lands on the same peer and succeeds clears its count
+    for _ = 1, 4 do
+      request("u")
+      phases.balance()
+      phases.logPhase()
+    end
+    assert.is_nil(ngx.shared.dyups:get("f:" .. p))
+  end)
+
+  it("the benchmark entry point lives outside the hot module and skips only the version gate", function()
+    update("u", "server 127.0.0.1:8001;")
+    local ungated = require("dyups.bench.ungated")
+    request("u")
+    ungated.balance()
+    assert.equal("127.0.0.1:8001", peer())
+    phases.logPhase()
+    assert.is_nil(phases.balanceUngated)
+  end)
+end)
