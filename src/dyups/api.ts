@@ -1,16 +1,20 @@
 /** @noSelfInFile */
 // The write and read pipeline behind both the HTTP interface and the Lua API.
-// update: validate the name, parse + validate the body, resolve endpoints (non-blocking), build the peer set
-// in a sandbox (exactly what every worker will build), and only then commit to the command log. Any failure
+// update: validate the name, parse + validate the body, resolve endpoints (non-blocking), check them against
+// the allowed targets (dyups.targets), build the peer set in a sandbox (exactly what every worker will
+// build), and only then commit to the command log; an accepted write is audited (dyups.audit) with the
+// source its caller passed (the interface's admitted client and token name, or the Lua API). Any failure
 // before the commit changes nothing. After the commit this worker catches up at once; the others do on
 // their next request (version gate) or timer tick.
 // Statuses and messages are the original module's (200 "success", 404 "not found uptream", 409
 // "wait and try again\n"), with 400 + the precise reason where the original gave 500 "add server failed".
+import { auditWrite, LUA_SOURCE, WriteSource } from "./audit";
 import { Endpoint, UpstreamRecord } from "./model";
 import { parseBody, validateName } from "./parse/upstream";
 import { resolveEndpoints } from "./dns/resolve";
 import { buildVersion, catchUp } from "./registry";
 import { canYield, commit, namesInOrder, readRecord } from "./store/command_log";
+import { checkTargets } from "./targets";
 
 export const ADD_FAILED = "add server failed";
 
@@ -20,6 +24,8 @@ export function prepare(name: string, body: string, source: string): LuaMultiRet
     if (spec === undefined) return $multi(undefined, perr);
     const [endpoints, rerr] = resolveEndpoints(spec, canYield());
     if (endpoints === undefined) return $multi(undefined, rerr);
+    const terr = checkTargets(spec, endpoints as Endpoint[][]);
+    if (terr !== undefined) return $multi(undefined, terr);
     const rec: UpstreamRecord = { name, body, spec, endpoints: endpoints as Endpoint[][], rev: 0, source };
     const [ok, err] = pcall(buildVersion, rec);
     if (!ok) return $multi(undefined, `cannot build the peer set: ${err}`);
@@ -27,26 +33,30 @@ export function prepare(name: string, body: string, source: string): LuaMultiRet
 }
 
 /**
- * Create or replace upstream NAME. Returns status, message: 200 "success"; 400 "add server failed: REASON";
+ * Create or replace upstream NAME (listed as spelled here). `source` says who asks (the audit line; default
+ * the Lua API). Returns status, message: 200 "success"; 400 "add server failed: REASON";
  * 409 "wait and try again\n" (trylock); 412 (expectRev mismatch); 429 (max_upstreams); 507 (dict full).
  */
-export function update(name: string, body: string, expectRev?: number, source?: string): LuaMultiReturn<[number, string, number?]> {
+export function update(name: string, body: string, expectRev?: number, source?: WriteSource): LuaMultiReturn<[number, string, number?]> {
     const [lname, nerr] = validateName(name);
     if (lname === undefined) return $multi(400, `${ADD_FAILED}: ${nerr}`);
-    const [rec, err] = prepare(lname, body, source ?? "api");
+    const [rec, err] = prepare(lname, body, "api");
     if (rec === undefined) return $multi(400, `${ADD_FAILED}: ${err}`);
-    const [v, reason, status] = commit(lname, rec, expectRev);
+    if (name !== lname) rec.display = name;
+    const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(status as number, status === 409 ? (reason as string) : `${ADD_FAILED}: ${reason}`);
+    auditWrite("update", lname, before ?? 0, v, source ?? LUA_SOURCE);
     catchUp();
     return $multi(200, "success", v);
 }
 
 /** Delete upstream NAME: 200 "success", 404 "not found uptream", 409 "wait and try again\n". */
-export function remove(name: string, expectRev?: number): LuaMultiReturn<[number, string, number?]> {
+export function remove(name: string, expectRev?: number, source?: WriteSource): LuaMultiReturn<[number, string, number?]> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(404, "not found uptream");
-    const [v, reason, status] = commit(lname, undefined, expectRev);
+    const [v, reason, status, before] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(status as number, reason as string);
+    auditWrite("delete", lname, before ?? 0, v, source ?? LUA_SOURCE);
     catchUp();
     return $multi(200, "success", v);
 }
@@ -58,7 +68,7 @@ export function get(name: string): UpstreamRecord | undefined {
     return readRecord(lname);
 }
 
-/** Names of all upstreams, in creation order. */
+/** Names of all upstreams, in creation order, each spelled as its latest POST spelled it. */
 export function list(): string[] {
-    return namesInOrder();
+    return namesInOrder(true);
 }

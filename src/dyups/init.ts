@@ -15,6 +15,9 @@
 //      of that name is kept (including its deletion). A broken file stops nginx with file:line.
 import * as cjson from "cjson.safe";
 import * as api from "./api";
+import { auditWrite, CONF_SOURCE } from "./audit";
+import { configureAuth } from "./http/auth";
+import { allowedOnly, configureTargets } from "./targets";
 import { UpstreamRecord } from "./model";
 import { getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
@@ -40,11 +43,15 @@ function readFile(path: string): string {
     return text ?? "";
 }
 
-/** Applies one upstream during start-up (master, no yields). Errors stop nginx. */
-function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"]): void {
+/**
+ * Applies one upstream during start-up (master, no yields). Errors stop nginx, except for an entry of the
+ * state file (it has `saved` endpoints), which is skipped with an error (e.g. a target that allowed_targets
+ * no longer allows). `display`: the spelling to list it by.
+ */
+function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string): void {
     const [rec, err] = api.prepare(name, body, source);
     if (rec === undefined) {
-        if (source === "state") {
+        if (source === "state" || saved !== undefined) {
             ngx.log(ngx.ERR, "dyups: upstream ", name, " from the state file is no longer valid (", err, "); skipped");
             return;
         }
@@ -55,18 +62,24 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
         for (const [i, eps] of ipairs(rec.endpoints)) {
             const old = (saved as unknown as LuaTable<number, UpstreamRecord["endpoints"][0]>).get(i);
             if (eps.length === 0 && old !== undefined && type(old) === "table") {
-                (rec.endpoints as unknown as LuaTable<number, unknown>).set(i, old);
+                (rec.endpoints as unknown as LuaTable<number, unknown>).set(i, allowedOnly(old)[0]);
             }
         }
     }
-    const [v, reason] = commit(name, rec);
+    if (display !== undefined && display !== name) rec.display = display;
+    const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
+    if (source === "conf") auditWrite("update", name, before ?? 0, v, CONF_SOURCE);
 }
 
 export function init(opts?: unknown): void {
     const [o, err] = validateOptions(opts);
     if (o === undefined) fail(`bad option: ${err}`);
     setOptions(o);
+    const [, aerr] = configureAuth(o);
+    if (aerr !== undefined) fail(aerr);
+    const [, terr] = configureTargets(o.allowed_targets);
+    if (terr !== undefined) fail(terr);
     resetShm();
     const dict = shm();
 
@@ -85,7 +98,7 @@ export function init(opts?: unknown): void {
             const st = loadStateFile(o.state_file);
             if (st !== undefined) {
                 for (const [, u] of ipairs(st.upstreams)) {
-                    if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints);
+                    if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints, u.display);
                 }
                 if (type(st.conf_seen) === "table") seen = st.conf_seen;
                 ngx.log(ngx.NOTICE, "dyups: loaded ", (st.upstreams as unknown as unknown[]).length, " upstreams from ", o.state_file);
@@ -102,7 +115,7 @@ export function init(opts?: unknown): void {
         const sum = ngx.md5(e.body);
         const lname = string.lower(e.name);
         if (seen.get(lname) !== sum || (boot === undefined && readRecord(lname) === undefined && seen.get(lname) === undefined)) {
-            applyAtStart(lname, e.body, "conf");
+            applyAtStart(lname, e.body, "conf", undefined, e.name);
         }
         seen.set(lname, sum);
     }
@@ -135,8 +148,9 @@ export function init_worker(): void {
     ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion());
 }
 
-function interface_(): void {
-    handle();
+/** content_by_lua: the HTTP interface; `opts.prefix` names the location's prefix ({ prefix = "/dyups/" }). */
+function interface_(opts?: unknown): void {
+    handle(opts);
 }
 export { interface_ as interface };
 

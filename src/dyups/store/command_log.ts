@@ -16,8 +16,11 @@ import { getOptions } from "../options";
 import { COUNT, CMD_PREFIX, LOCK, LOG_KEEP, UPSTREAM_PREFIX, VERSION } from "./keys";
 import { shm } from "./shm";
 
-/** A write's outcome: the new version, or a reason with the HTTP status that fits it. */
-export type WriteResult = LuaMultiReturn<[number, undefined, undefined] | [undefined, string, number]>;
+/**
+ * A write's outcome: the new version and the revision the upstream had before (0: it did not exist; the
+ * audit line's rev_before), or a reason with the HTTP status that fits it.
+ */
+export type WriteResult = LuaMultiReturn<[number, undefined, undefined, number] | [undefined, string, number, undefined?]>;
 
 const YIELDABLE: LuaTable<string, boolean> = new LuaTable();
 YIELDABLE.set("rewrite", true);
@@ -147,22 +150,27 @@ export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?
         if (lerr === "busy") return $multi(undefined, "wait and try again\n", 409);
         return $multi(undefined, lerr, 500);
     }
-    const [result, reason, status] = commitLocked(dict, name, rec, expectRev);
+    const [result, reason, status, before] = commitLocked(dict, name, rec, expectRev);
     unlock(dict);
-    return $multi(result, reason, status) as WriteResult;
+    return $multi(result, reason, status, before) as WriteResult;
+}
+
+/**
+ * The revision of a stored record without decoding it: the top-level "rev" key. A string value cannot
+ * contain `"rev":` (cjson escapes its quotes), so the first match is the key.
+ */
+function storedRevision(raw: string): number {
+    const [digits] = string.match(raw, '"rev":(%d+)');
+    return digits !== undefined ? (tonumber(digits) as number) : 0;
 }
 
 function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): WriteResult {
     const ukey = UPSTREAM_PREFIX + name;
     const [oldRaw, oldFlags] = dict.get(ukey);
     const exists = oldRaw !== undefined;
-    if (expectRev !== undefined) {
-        let rev = 0;
-        if (exists) {
-            const [old] = cjson.decode(oldRaw as string);
-            rev = old !== undefined ? ((old as UpstreamRecord).rev ?? 0) : 0;
-        }
-        if (rev !== expectRev) return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412);
+    const rev = exists ? storedRevision(oldRaw as string) : 0;
+    if (expectRev !== undefined && rev !== expectRev) {
+        return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412, undefined);
     }
     if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404);
     const [count] = dict.get(COUNT);
@@ -201,7 +209,7 @@ function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | u
     const [v] = dict.incr(VERSION, 1, 0);
     // 4. compaction: the log keeps LOG_KEEP entries; readers further behind rebuild from u:*
     if (nv > LOG_KEEP) dict.delete(CMD_PREFIX + (nv - LOG_KEEP));
-    return $multi(v ?? nv, undefined, undefined);
+    return $multi(v ?? nv, undefined, undefined, rev);
 }
 
 /** Space left in the dict (bytes, approximate: free pages only). */
@@ -209,19 +217,35 @@ export function freeSpace(): number {
     return shm().free_space();
 }
 
-/** Every upstream name in creation order (first created first; a replace keeps its place). O(n log n). */
-export function namesInOrder(): string[] {
+/**
+ * Every upstream name in creation order (first created first; a replace keeps its place). O(n log n).
+ * `display`: each name as its latest POST spelled it (the record's display field), for listings; the
+ * default is the stored (lowercase) name, the key of every other operation.
+ */
+export function namesInOrder(display?: boolean): string[] {
     const dict = shm();
     const names = allNames();
     const order: LuaTable<string, number> = new LuaTable();
+    const shown: LuaTable<string, string> = new LuaTable();
     for (const [, name] of ipairs(names)) {
-        const [, flags] = dict.get(UPSTREAM_PREFIX + name);
+        const [raw, flags] = dict.get(UPSTREAM_PREFIX + name);
         order.set(name, (flags as number | undefined) ?? 0);
+        if (display === true && raw !== undefined) {
+            // like storedRevision: names are [A-Za-z0-9._-], never escaped
+            const [d] = string.match(raw as string, '"display":"([%w._-]+)"');
+            if (d !== undefined) shown.set(name, d);
+        }
     }
     table.sort(names, (a: string, b: string) => {
         const oa = order.get(a) ?? 0;
         const ob = order.get(b) ?? 0;
         return oa === ob ? a < b : oa < ob;
     });
+    if (display === true) {
+        for (const [i, name] of ipairs(names)) {
+            const d = shown.get(name);
+            if (d !== undefined) (names as unknown as LuaTable<number, string>).set(i, d);
+        }
+    }
     return names;
 }

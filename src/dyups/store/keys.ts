@@ -26,6 +26,11 @@
 //                          300 s) unless refreshed, so a query nobody needs any more goes away on its own.
 //   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (owner; read by /status).
 //   hc:*                  owned by the health checker.
+//   af:<client>  number   failed authentications at the HTTP interface from <client> (an IPv4 address, an
+//                          IPv6 /64 as "v6:<16 hex digits>", or "unix:") in the current window (dyups.store.auth).
+//                          Created by safe_add with TTL auth_fail_window at the first failure and never
+//                          extended, so it is gone one window after that failure; at auth_fail_limit the
+//                          client's requests are refused (429) until it expires.
 // Peer state is keyed by address, not by version, so it survives replacing the upstream.
 
 export const VERSION = "v";
@@ -46,6 +51,7 @@ export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
 export const LEASE_PREFIX = "lease:";
+export const AUTH_FAIL_PREFIX = "af:";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;
