@@ -10,10 +10,10 @@
 //   - cross-site writes refused; link-local/metadata targets refused by default, allowed_targets enforced.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { writeFileSync, mkdtempSync, rmSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startNginx, startNginxExpectFailure, freePorts, request, rawRequest } from "./harness.mjs";
+import { startNginx, startNginxExpectFailure, freePorts, request, rawRequest, eventually } from "./harness.mjs";
 
 const REALIP = "set_real_ip_from 127.0.0.1; real_ip_header X-Real-IP;";
 const FAR = "203.0.113.5"; // TEST-NET-3: never routed, only ever written in a header
@@ -357,6 +357,26 @@ describe("start-up checks", () => {
       assert.match(out3, /allowed_targets" entry 1 \("10\.0\.0\.0\/33"\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a restart keeps the listed spelling (state file); an entry allowed_targets no longer allows is skipped with an error", async () => {
+    const prefix = mkdtempSync(path.join(tmpdir(), "dyups-it-"));
+    const stateFile = path.join(prefix, "state", "state.json");
+    let ng;
+    try {
+      ng = await startNginx({ workers: 1, backends: 0, prefix, init: { state_file: stateFile } });
+      assert.equal((await ng.post("/upstream/KeepMe", "server 127.0.0.1:1;")).status, 200);
+      assert.equal((await ng.post("/upstream/elsewhere", "server 10.1.2.3:80;")).status, 200);
+      const saved = await eventually(() => existsSync(stateFile) && JSON.parse(readFileSync(stateFile, "utf8")).upstreams.length === 2, 5000);
+      assert.ok(saved, "the state file was not written");
+      await ng.stop();
+      ng = await startNginx({ workers: 1, backends: 0, prefix, init: { state_file: stateFile, allowed_targets: ["127.0.0.0/8"] } });
+      assert.equal((await ng.get("/list")).body, "KeepMe\n");
+      assert.match(ng.errorLog(), /upstream elsewhere from the state file is no longer valid \(server 1 \(10\.1\.2\.3:80\): target 10\.1\.2\.3 is not in allowed_targets\); skipped/);
+    } finally {
+      await ng?.stop();
+      rmSync(prefix, { recursive: true, force: true });
     }
   });
 });
