@@ -28,6 +28,14 @@ describe("router", function()
     end
   end)
 
+  it("guesses an undeclared prefix once", function()
+    assert.is_nil(router.undeclaredPrefix({ "upstream", "x" }, 2))
+    assert.is_nil(router.undeclaredPrefix({ "list" }, 1))
+    assert.is_nil(router.undeclaredPrefix({ "a", "b" }, 2))
+    assert.equal("/dyups/", router.undeclaredPrefix({ "dyups", "upstream", "x" }, 3))
+    assert.is_nil(router.undeclaredPrefix({ "api", "list" }, 2))
+  end)
+
   it("normalizes and checks interface() options", function()
     assert.equal("/", router.interfacePrefix(nil))
     assert.equal("/", router.interfacePrefix({}))

@@ -66,7 +66,7 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
             }
         }
     }
-    if (display !== undefined && display !== name) rec.display = display;
+    if (display !== undefined && display !== name && type(display) === "string" && string.lower(display) === name) rec.display = display;
     const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
     if (source === "conf") auditWrite("update", name, before ?? 0, v, CONF_SOURCE);

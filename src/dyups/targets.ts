@@ -185,7 +185,7 @@ export function checkTargets(spec: UpstreamSpec, endpoints: Endpoint[][]): Probl
         for (const [, e] of ipairs(eps)) {
             const p = targetProblem(e);
             if (p !== undefined) {
-                const s = (spec.servers as unknown as LuaTable<number, { addr: string }>).get(i);
+                const s = spec.servers[i - 1] as { addr: string } | undefined;
                 return `server ${i} (${s !== undefined ? s.addr : e.host}): target ${p}`;
             }
         }
@@ -202,7 +202,7 @@ export function allowedOnly(eps: Endpoint[]): LuaMultiReturn<[Endpoint[], string
         if (p !== undefined) {
             if (out === undefined) {
                 out = [];
-                for (let k = 1; k < i; k++) out[out.length] = (eps as unknown as LuaTable<number, Endpoint>).get(k);
+                for (let k = 1; k < i; k++) out[out.length] = eps[k - 1];
             }
             if (first === undefined) first = p;
         } else if (out !== undefined) {

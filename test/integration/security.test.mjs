@@ -53,6 +53,8 @@ describe("no tokens (the default: loopback only)", () => {
     assert.equal((await ng.del("/api/upstream/x")).status, 405);
     assert.equal((await ng.get("/upstream/x")).status, 404);
     assert.ok(!(await listed()).includes("x"));
+    // a hint for operators whose location has an undeclared prefix (once per worker)
+    assert.match(ng.errorLog(), /\[warn\].*is not a resource of an interface at \/; .*declare it: interface\(\{ prefix = "\/(api|dyups)\/" \}\)/);
   });
 
   test("a prefix location serves its paths and nothing else", async () => {

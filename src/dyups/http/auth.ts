@@ -133,7 +133,7 @@ export function parseTokenList(list: unknown): Result<TokenSpec[]> {
     for (const [k] of pairs(list as LuaTable<AnyNotNil, unknown>)) {
         if (type(k) !== "number") return $multi(undefined, `option "admin_tokens" must be a list of { token = ..., role = ..., name = ... }`);
     }
-    for (const [i, e] of ipairs(list as unknown as unknown[])) {
+    for (const [i, e] of ipairs(list as unknown[])) {
         const where = `option "admin_tokens" entry ${i}`;
         if (type(e) !== "table") return $multi(undefined, `${where} must be a table { token = ..., role = ..., name = ... }`);
         const t = e as LuaTable<string, unknown>;

@@ -15,7 +15,7 @@
 import * as cjson from "cjson.safe";
 import { get, list, remove, update } from "../api";
 import { admit, Refusal } from "./auth";
-import { interfacePrefix, resource } from "./router";
+import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { endpointId, sync } from "../registry";
 import { Endpoint, UpstreamRecord } from "../model";
 import { statusReport } from "../status";
@@ -189,6 +189,8 @@ export function handle(opts?: unknown): void {
     });
     if (who === undefined) return refuse(refusal as Refusal);
     const [res, n] = resource(vars.uri ?? "/", prefix);
+    const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
+    if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
     const r = res as unknown as LuaTable<number, string>;
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {

@@ -64,7 +64,25 @@ export function resource(uri: string, prefix: string): LuaMultiReturn<[string[],
     let n = 0;
     for (const [seg] of string.gmatch(rest, "[^/]+")) {
         n = n + 1;
-        (segs as unknown as LuaTable<number, string>).set(n, seg);
+        segs[n - 1] = seg;
     }
     return $multi(segs, n);
+}
+
+let hinted = false;
+
+/**
+ * For a URI at prefix "/" that is not a resource but ends like one ("/dyups/list", "/dyups/upstream/x"):
+ * the prefix its location probably has but did not declare. Once per worker (a warning for operators
+ * upgrading from versions that guessed the prefix), then undefined.
+ */
+export function undeclaredPrefix(segs: string[], n: number): string | undefined {
+    if (hinted || n < 2) return undefined;
+    const last = string.lower(segs[n - 1]);
+    let keep = 0;
+    if (n >= 3 && string.lower(segs[n - 2]) === "upstream") keep = n - 2;
+    else if (last === "list" || last === "detail" || last === "status") keep = n - 1;
+    if (keep < 1) return undefined;
+    hinted = true;
+    return "/" + table.concat(segs, "/", 1, keep) + "/";
 }

@@ -244,7 +244,7 @@ export function namesInOrder(display?: boolean): string[] {
     if (display === true) {
         for (const [i, name] of ipairs(names)) {
             const d = shown.get(name);
-            if (d !== undefined) (names as unknown as LuaTable<number, string>).set(i, d);
+            if (d !== undefined) names[i - 1] = d;
         }
     }
     return names;
