@@ -16,7 +16,9 @@
 # WORKERS (auto), WORKER_CONNECTIONS (1024), LOG_LEVEL (notice), ACCESS_LOG (off; e.g. /dev/stdout),
 # DEMO_BACKENDS ("8088 8089"; empty: none), UPSTREAM_CONF (/etc/dyups/upstream.conf; empty: none),
 # STATE_FILE (/var/lib/dyups/state.json; empty: no persistence), NGINX_TEMPLATE (/etc/dyups/nginx.conf),
-# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_HOME (/opt/dyups).
+# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_HOME (/opt/dyups),
+# ADMIN_TOKENS_FILE (empty: no tokens, the interface serves loopback clients only; set: init()'s admin_tokens_file,
+# generated with one random write token named "admin", mode 600, when it does not exist).
 set -eu
 
 : "${PROXY_ADDR:=127.0.0.1}" "${PROXY_PORT:=8080}" "${API_PORT:=8081}"
@@ -98,6 +100,15 @@ lua_str() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"
 DYUPS_INIT_OPTS="{"
 [ -n "$UPSTREAM_CONF" ] && DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS upstream_conf = $(lua_str "$UPSTREAM_CONF"),"
 [ -n "$STATE_FILE" ] && DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS state_file = $(lua_str "$STATE_FILE"),"
+if [ -n "${ADMIN_TOKENS_FILE:-}" ]; then
+  if [ ! -s "$ADMIN_TOKENS_FILE" ]; then
+    mkdir -p "$(dirname "$ADMIN_TOKENS_FILE")"
+    (umask 077; printf '# TOKEN ROLE NAME, read by init() in the master (root)\n%s write admin\n' \
+      "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$ADMIN_TOKENS_FILE") || die "cannot write $ADMIN_TOKENS_FILE"
+    log "generated an admin token in $ADMIN_TOKENS_FILE"
+  fi
+  DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS admin_tokens_file = $(lua_str "$ADMIN_TOKENS_FILE"),"
+fi
 DYUPS_INIT_OPTS="${DYUPS_INIT_OPTS%,} }"
 
 DEMO_BLOCKS=""

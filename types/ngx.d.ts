@@ -158,6 +158,8 @@ interface Ngx {
     update_time(): void;
     get_phase(): string;
     md5(s: string): string;
+    /** binary HMAC-SHA1 digest (20 bytes) */
+    hmac_sha1(key: string, data: string): string;
     crc32_short(s: string): number;
     crc32_long(s: string): number;
     escape_uri(s: string): string;

@@ -24,8 +24,9 @@ export function init_worker(): void {
     startWorker();
 }
 
-function interface_(): void {
-    handle();
+/** content_by_lua: the HTTP interface; `opts.prefix` names the location's prefix ({ prefix = "/dyups/" }). */
+function interface_(opts?: unknown): void {
+    handle(opts);
 }
 export { interface_ as interface };
 

@@ -93,6 +93,8 @@ export interface UpstreamRecord {
     created?: number;
     /** where it came from: "api", "conf", "dns", "state" */
     source: string;
+    /** the spelling of the name in the latest POST when it is not `name` (lowercase): what /list shows */
+    display?: string;
 }
 
 export const DEFAULT_PORT = 80;

@@ -30,6 +30,19 @@ export type Options = {
     dns_stale_ttl: number;
     /** DNS query timeout (seconds) */
     dns_timeout: number;
+    /** interface tokens, one `TOKEN ROLE [NAME]` per line; read by init() in the master (dyups.http.auth) */
+    admin_tokens_file?: string;
+    /** interface tokens inline: { { token = "...", role = "read"|"write", name = "..." }, ... } */
+    admin_tokens?: unknown[];
+    /** without tokens: "loopback" (loopback clients only) or "any" (everyone, unauthenticated) */
+    interface_access: string;
+    /** Host names (besides loopback ones) the interface answers to in loopback mode */
+    interface_hosts?: string[];
+    /** CIDRs and "unix:/folder/" an upstream may point to (default: all but link-local/metadata; dyups.targets) */
+    allowed_targets?: string[];
+    /** failed authentications from one client within auth_fail_window seconds before it gets 429 */
+    auth_fail_limit: number;
+    auth_fail_window: number;
 };
 
 export const DEFAULTS: Options = {
@@ -43,9 +56,12 @@ export const DEFAULTS: Options = {
     dns_max_ttl: 3600,
     dns_stale_ttl: 3600,
     dns_timeout: 2,
+    interface_access: "loopback",
+    auth_fail_limit: 10,
+    auth_fail_window: 60,
 };
 
-type Kind = "string" | "number" | "boolean" | "list";
+type Kind = "string" | "number" | "boolean" | "list" | "table";
 const KINDS: LuaTable<string, Kind> = new LuaTable();
 KINDS.set("dict", "string");
 KINDS.set("upstream_conf", "string");
@@ -60,6 +76,13 @@ KINDS.set("dns_min_ttl", "number");
 KINDS.set("dns_max_ttl", "number");
 KINDS.set("dns_stale_ttl", "number");
 KINDS.set("dns_timeout", "number");
+KINDS.set("admin_tokens_file", "string");
+KINDS.set("admin_tokens", "table");
+KINDS.set("interface_access", "string");
+KINDS.set("interface_hosts", "list");
+KINDS.set("allowed_targets", "list");
+KINDS.set("auth_fail_limit", "number");
+KINDS.set("auth_fail_window", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -90,6 +113,9 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.dns_max_ttl >= o.dns_min_ttl)) return $multi(undefined, `option "dns_max_ttl" must be >= dns_min_ttl`);
     if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
     if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
+    if (o.interface_access !== "loopback" && o.interface_access !== "any") return $multi(undefined, `option "interface_access" must be "loopback" or "any"`);
+    if (!(o.auth_fail_limit >= 1) || math.floor(o.auth_fail_limit) !== o.auth_fail_limit) return $multi(undefined, `option "auth_fail_limit" must be a positive integer`);
+    if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {
             if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {

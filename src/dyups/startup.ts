@@ -10,6 +10,8 @@
 //      changed since the file was last applied (an operator's edit wins); otherwise the run-time state
 //      of that name is kept (including its deletion). A broken file stops nginx with file:line.
 // Errors here are configuration mistakes: they raise, and nginx refuses to start with the reason.
+import { auditWrite, CONF_SOURCE } from "./audit";
+import { configureAuth } from "./http/auth";
 import { UpstreamRecord } from "./model";
 import { getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
@@ -19,6 +21,7 @@ import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { commit, currentVersion, readRecord } from "./store/command_log";
 import { resetDict } from "./store/dict";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
+import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
 
 function fail(msg: string): never {
@@ -33,11 +36,15 @@ function readFile(path: string): string {
     return text ?? "";
 }
 
-/** Applies one upstream during start-up (master, no yields). Errors stop nginx, but for state-file records. */
-function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"]): void {
+/**
+ * Applies one upstream during start-up (master, no yields). Errors stop nginx, except for an entry of the
+ * state file (it has `saved` endpoints), which is skipped with an error (e.g. a target that allowed_targets
+ * no longer allows). `display`: the spelling to list it by.
+ */
+function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string): void {
     const [rec, err] = prepare(name, body, source);
     if (rec === undefined) {
-        if (source === "state") {
+        if (source === "state" || saved !== undefined) {
             ngx.log(ngx.ERR, "dyups: upstream ", name, " from the state file is no longer valid (", err, "); skipped");
             return;
         }
@@ -47,17 +54,23 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
         // names not resolvable at start (no DNS in init) start from the last good answers of the state file
         for (const [i, eps] of ipairs(rec.endpoints)) {
             const old = saved[i - 1];
-            if (eps.length === 0 && old !== undefined && type(old) === "table") rec.endpoints[i - 1] = old;
+            if (eps.length === 0 && old !== undefined && type(old) === "table") rec.endpoints[i - 1] = allowedOnly(old)[0] ?? [];
         }
     }
-    const [v, reason] = commit(name, rec);
+    if (display !== undefined && display !== name && type(display) === "string" && string.lower(display) === name) rec.display = display;
+    const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
+    if (source === "conf") auditWrite("update", name, before, v, CONF_SOURCE);
 }
 
 export function start(opts?: unknown): void {
     const [o, err] = validateOptions(opts);
     if (o === undefined) fail(`bad option: ${err}`);
     setOptions(o);
+    const [, aerr] = configureAuth(o);
+    if (aerr !== undefined) fail(aerr);
+    const [, terr] = configureTargets(o.allowed_targets);
+    if (terr !== undefined) fail(terr);
     resetDict();
 
     // Parse the whole file first: a broken file changes nothing and stops nginx.
@@ -74,7 +87,7 @@ export function start(opts?: unknown): void {
         const st = loadStateFile(o.state_file);
         if (st !== undefined) {
             for (const [, u] of ipairs(st.upstreams)) {
-                if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints);
+                if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints, u.display);
             }
             if (type(st.conf_seen) === "table") seen = st.conf_seen;
             ngx.log(ngx.NOTICE, "dyups: loaded ", st.upstreams.length, " upstreams from ", o.state_file);
@@ -84,7 +97,7 @@ export function start(opts?: unknown): void {
         const sum = ngx.md5(e.body);
         const lname = string.lower(e.name);
         if (seen.get(lname) !== sum || (fresh && readRecord(lname) === undefined && seen.get(lname) === undefined)) {
-            applyAtStart(lname, e.body, "conf");
+            applyAtStart(lname, e.body, "conf", undefined, e.name);
         }
         seen.set(lname, sum);
     }

@@ -14,13 +14,18 @@
 // Phases: writes from content/timer (may sleep while waiting for the lock), init/init_worker (spin, no
 // sleep); reads from any phase (balancer included: shm gets and JSON decoding only, no yields).
 import * as cjson from "cjson.safe";
-import type { StatusResult } from "../errors";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { canYield } from "../phase";
 import { dict } from "./dict";
 import { COUNT, CMD_PREFIX, LOG_KEEP, UPSTREAM_PREFIX, VERSION, WRITE_LEASE } from "./keys";
 import { acquire, release } from "./lease";
+
+/**
+ * A commit's outcome: a StatusResult with one more value on success, the revision the upstream had before
+ * (0: it did not exist; the audit line's rev_before).
+ */
+export type Committed = LuaMultiReturn<[number, undefined, undefined, number] | [undefined, string, number, undefined]>;
 
 /** Waits for the write lease: true, or "busy" (trylock, or lock_timeout passed). */
 function lock(): boolean {
@@ -160,31 +165,36 @@ function recount(d: NgxSharedDict): void {
  * 409 (lock busy: reason "wait and try again\n"), 412 (revision mismatch), 429 (max_upstreams reached),
  * 507 (dict full), 500.
  */
-export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
-    if (!lock()) return $multi(undefined, "wait and try again\n", 409);
+export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): Committed {
+    if (!lock()) return $multi(undefined, "wait and try again\n", 409, undefined);
     const d = dict();
     recover(d);
-    const [result, reason, status] = commitLocked(d, name, rec, expectRev);
+    const [result, reason, status, before] = commitLocked(d, name, rec, expectRev);
     release(WRITE_LEASE);
-    return $multi(result, reason, status) as StatusResult<number>;
+    return $multi(result, reason, status, before) as Committed;
 }
 
-function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
+/**
+ * The revision of a stored record without decoding it: the top-level "rev" key. A string value cannot
+ * contain `"rev":` (cjson escapes its quotes), so the first match is the key.
+ */
+function storedRevision(raw: string): number {
+    const [digits] = string.match(raw, '"rev":(%d+)');
+    return digits !== undefined ? (tonumber(digits) as number) : 0;
+}
+
+function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): Committed {
     const ukey = UPSTREAM_PREFIX + name;
     const [oldRaw, oldFlags] = d.get(ukey);
     const exists = oldRaw !== undefined;
-    if (expectRev !== undefined) {
-        let rev = 0;
-        if (exists) {
-            const [old] = cjson.decode(oldRaw as string);
-            rev = old !== undefined ? ((old as UpstreamRecord).rev ?? 0) : 0;
-        }
-        if (rev !== expectRev) return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412);
+    const rev = exists ? storedRevision(oldRaw as string) : 0;
+    if (expectRev !== undefined && rev !== expectRev) {
+        return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412, undefined);
     }
-    if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404);
+    if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404, undefined);
     const max = getOptions().max_upstreams;
     if (rec !== undefined && !exists && upstreamCount() >= max) {
-        return $multi(undefined, `too many upstreams (max_upstreams is ${max})`, 429);
+        return $multi(undefined, `too many upstreams (max_upstreams is ${max})`, 429, undefined);
     }
     const [v0] = d.get(VERSION);
     const nv = ((v0 as number | undefined) ?? 0) + 1;
@@ -196,18 +206,18 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
         rec.rev = nv;
         rec.created = created;
         const [enc, eerr] = cjson.encode(rec);
-        if (enc === undefined) return $multi(undefined, `cannot encode the upstream: ${eerr}`, 500);
+        if (enc === undefined) return $multi(undefined, `cannot encode the upstream: ${eerr}`, 500, undefined);
         encoded = enc;
     }
     // 1. the log entry
     const [okc, errc] = d.safe_set(ckey, name);
-    if (!okc) return $multi(undefined, full(errc), errc === "no memory" ? 507 : 500);
+    if (!okc) return $multi(undefined, full(errc), errc === "no memory" ? 507 : 500, undefined);
     // 2. the state (undo 1 if it cannot be written)
     if (encoded !== undefined) {
         const [oku, erru] = d.safe_set(ukey, encoded, 0, created);
         if (!oku) {
             d.delete(ckey);
-            return $multi(undefined, full(erru), erru === "no memory" ? 507 : 500);
+            return $multi(undefined, full(erru), erru === "no memory" ? 507 : 500, undefined);
         }
         if (!exists) d.incr(COUNT, 1, 0);
     } else {
@@ -218,7 +228,7 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
     const [v] = d.incr(VERSION, 1, 0);
     // 4. compaction: the log keeps LOG_KEEP entries; readers further behind rebuild from u:*
     if (nv > LOG_KEEP) d.delete(CMD_PREFIX + (nv - LOG_KEEP));
-    return $multi(v ?? nv, undefined, undefined);
+    return $multi(v ?? nv, undefined, undefined, rev);
 }
 
 /** Space left in the dict (bytes, approximate: free pages only). */
@@ -226,19 +236,35 @@ export function freeSpace(): number {
     return dict().free_space();
 }
 
-/** Every upstream name in creation order (first created first; a replace keeps its place). O(n log n). */
-export function namesInOrder(): string[] {
+/**
+ * Every upstream name in creation order (first created first; a replace keeps its place). O(n log n).
+ * `display`: each name as its latest POST spelled it (the record's display field), for listings; the
+ * default is the stored (lowercase) name, the key of every other operation.
+ */
+export function namesInOrder(display?: boolean): string[] {
     const d = dict();
     const names = allNames();
     const order: LuaTable<string, number> = new LuaTable();
+    const shown: LuaTable<string, string> = new LuaTable();
     for (const [, name] of ipairs(names)) {
-        const [, flags] = d.get(UPSTREAM_PREFIX + name);
+        const [raw, flags] = d.get(UPSTREAM_PREFIX + name);
         order.set(name, (flags as number | undefined) ?? 0);
+        if (display === true && raw !== undefined) {
+            // like storedRevision: names are [A-Za-z0-9._-], never escaped
+            const [shownAs] = string.match(raw as string, '"display":"([%w._-]+)"');
+            if (shownAs !== undefined) shown.set(name, shownAs);
+        }
     }
     table.sort(names, (a: string, b: string) => {
         const oa = order.get(a) ?? 0;
         const ob = order.get(b) ?? 0;
         return oa === ob ? a < b : oa < ob;
     });
+    if (display === true) {
+        for (const [i, name] of ipairs(names)) {
+            const shownAs = shown.get(name);
+            if (shownAs !== undefined) names[i - 1] = shownAs;
+        }
+    }
     return names;
 }

@@ -35,6 +35,12 @@
 //                          "srv:<_svc._tcp.host>". Written by the dns lease holder only; expires (next +
 //                          dns_stale_ttl + 300 s) unless refreshed, so a query nobody needs goes away on its own.
 //   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (read by /status).
+// Interface access (store/auth.ts)
+//   af:<client>  number   failed authentications at the HTTP interface from <client> (an IPv4 address, an
+//                          IPv6 /64 as "v6:<16 hex digits>", or "unix:") in the current window.
+//                          Created by safe_add with TTL auth_fail_window at the first failure and never
+//                          extended, so it is gone one window after that failure; at auth_fail_limit the
+//                          client's requests are refused (429) until it expires.
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -51,6 +57,7 @@ export const CONNS_PREFIX = "k:";
 export const HEALTH_GEN = "hg";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
+export const AUTH_FAIL_PREFIX = "af:";
 
 /** Lease names (lease:<job>). */
 export const WRITE_LEASE = "write";

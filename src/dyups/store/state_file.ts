@@ -22,6 +22,8 @@ export interface SavedUpstream {
     source: string;
     /** last resolved endpoints, per server (kept for names so a restart starts with the last good answers) */
     endpoints: UpstreamRecord["endpoints"];
+    /** the spelling it is listed by, when not `name` */
+    display?: string;
 }
 
 export interface StateFile {
@@ -72,7 +74,7 @@ function write(path: string, v: number): string | undefined {
     for (const [, name] of ipairs(namesInOrder())) {
         const rec = readRecord(name);
         if (rec !== undefined) {
-            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints };
+            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints, display: rec.display };
         }
     }
     const state = { format: FORMAT, version: v, saved_at: ngx.now(), upstreams: ups, conf_seen: confSeen() };
