@@ -7,6 +7,7 @@
 //   balance()       balancer_by_lua (nginx/dyups.conf)        log()  log_by_lua (nginx/dyups.conf)
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API)
 //   get(name) -> table | nil, list() -> { names }, status() -> table
+//   _VERSION        the release version ("0.1.0"; from package.json, see tools/build.sh)
 //
 // Start-up precedence (restart: the dict is new; reload: the dict and everything in it survive):
 //   1. the state file, when there is one and the dict is new (a restart keeps the run-time state);
@@ -27,6 +28,10 @@ import { BOOT, CONF_SEEN } from "./store/keys";
 import { resetShm, shm } from "./store/shm";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { VERSION } from "dyups.version";
+
+/** The release version (semver), as in GET /status `dyups_version` and the workers' start-up log line. */
+export const _VERSION = VERSION;
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -132,7 +137,7 @@ export function init_worker(): void {
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
-    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion());
+    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion(), ", dyups ", VERSION);
 }
 
 function interface_(): void {

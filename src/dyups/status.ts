@@ -1,5 +1,6 @@
 /** @noSelfInFile */
 // GET /status: what an operator needs to see that every worker converged. Content phase only.
+//   dyups_version  the release version (semver)
 //   version        the log's committed version
 //   workers[]      per worker id: pid, applied version, lag (version - applied), seconds since last report
 //   this_worker    the answering worker's registry: upstreams, retired versions, refs held
@@ -10,6 +11,7 @@ import { allNames, currentVersion, readRecord } from "./store/command_log";
 import { COUNT, WORKER_PREFIX } from "./store/keys";
 import { shm } from "./store/shm";
 import { dnsStatus } from "./dns/status";
+import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
 export function stateDigest(): number {
@@ -43,6 +45,7 @@ export function statusReport(): unknown {
     for (const [, r] of pairs(s.refs)) held = held + r;
     const [n] = dict.get(COUNT);
     return {
+        dyups_version: VERSION,
         version,
         digest: stateDigest(),
         upstreams: (n as number | undefined) ?? 0,
