@@ -149,7 +149,7 @@ async function main() {
       httpExtra: `${conf}
   upstream dyups_ungated {
     server 127.0.0.1:1 down;
-    balancer_by_lua_block { require("dyups.phases.balancer").balanceUngated() }
+    balancer_by_lua_block { require("dyups.bench.ungated").balance() }
     keepalive 64;
   }
   server {

@@ -49,6 +49,11 @@ declare namespace RestyDns {
         cname?: string;
         ttl: number;
         section?: number;
+        /** SRV records */
+        target?: string;
+        port?: number;
+        weight?: number;
+        priority?: number;
     }
     /** answers is a Lua sequence; on DNS-level error it has errcode/errstr fields instead */
     interface DnsAnswers extends Array<DnsAnswer> {

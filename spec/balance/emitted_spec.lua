@@ -1,10 +1,15 @@
 -- The compiled pickers must stay hand-quality Lua: no TSTL lualib helpers, no closures anywhere in the
 -- balance modules, and no table constructors or string concatenation inside the pick path.
 local dir = "dist/lua/dyups/balance/"
-local modules = { "peer_set", "crc32", "ip_addr" }
+local modules = { "peer_set", "swrr", "least_conn", "walk", "hash", "chash", "random", "crc32", "ip_addr" }
 local hot = {
-  peer_set = { "swrrRange", "inBackupTier", "rrPick", "leastConnRange", "leastConnPick", "primaryAt", "usable",
-    "ipHashPick", "hashPick", "findPoint", "swrrGroup", "chashPick", "randomPick", "random2Pick", "pick", "noteFailure" },
+  peer_set = { "pick" },
+  swrr = { "swrrStep", "inBackupTier", "tiered", "swrrRange", "rrPick", "noteFailure" },
+  least_conn = { "leastConnRange", "leastConnPick" },
+  walk = { "primaryAt", "usable" },
+  hash = { "ipHashPick", "hashPick" },
+  chash = { "findPoint", "chashPick" },
+  random = { "randomPick", "random2Pick" },
   crc32 = { "crc32Update", "crc32UpdateByte", "crc32Final", "crc32" },
   ip_addr = { "pseudo", "hexValue", "parseQuad", "parseIPv6", "parseClientAddr" },
 }

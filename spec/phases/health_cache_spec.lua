@@ -5,12 +5,12 @@ local fake = require("spec.helpers.fake_ngx")
 
 local function worker(ngx)
   fake.another_worker(ngx)
-  local api = require("dyups.api")
-  local reg = require("dyups.registry")
-  local ps = require("dyups.phases.peer_state")
+  local api = require("dyups.pipeline")
+  local reg = require("dyups.registry.sync")
+  local ps = require("dyups.store.peer_health")
   local function set(body)
     local rec = assert(api.prepare("u", body, "api"))
-    return reg.buildVersion(rec).peers
+    return require("dyups.registry.build").buildVersion(rec).peers
   end
   return { ps = ps, set = set, available = ps.peerState.available }
 end

@@ -3,7 +3,8 @@
 // workers inherit the validated table. A bad option raises at start-up, so nginx refuses to start with the
 // reason (a caller's mistake, not a run-time failure).
 
-export interface Options {
+// A type alias, not an interface: it is then comparable to the record that validateOptions builds key by key.
+export type Options = {
     /** the lua_shared_dict holding the command log and peer state */
     dict: string;
     /** file of nginx-syntax `upstream NAME { ... }` blocks: the initial upstreams */
@@ -29,7 +30,7 @@ export interface Options {
     dns_stale_ttl: number;
     /** DNS query timeout (seconds) */
     dns_timeout: number;
-}
+};
 
 export const DEFAULTS: Options = {
     dict: "dyups",
@@ -62,9 +63,9 @@ KINDS.set("dns_timeout", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
-    const out = {} as LuaTable<string, unknown>;
-    for (const [k, v] of pairs(DEFAULTS as unknown as LuaTable<string, unknown>)) out.set(k, v);
-    if (user === undefined) return $multi(out as unknown as Options, undefined);
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of pairs(DEFAULTS)) out[k] = v;
+    if (user === undefined) return $multi(out as Options, undefined);
     if (type(user) !== "table") return $multi(undefined, `options must be a table, got ${type(user)}`);
     for (const [k, v] of pairs(user as LuaTable<string | number, unknown>)) {
         if (type(k) !== "string") return $multi(undefined, `option names must be strings, got ${type(k)}`);
@@ -72,15 +73,15 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
         if (kind === undefined) return $multi(undefined, `unknown option "${k as string}"`);
         if (kind === "list") {
             if (type(v) !== "table") return $multi(undefined, `option "${k as string}" must be a list of strings`);
-            for (const [, x] of ipairs(v as unknown as unknown[])) {
+            for (const [, x] of ipairs(v as unknown[])) {
                 if (type(x) !== "string") return $multi(undefined, `option "${k as string}" must be a list of strings`);
             }
         } else if (type(v) !== kind) {
             return $multi(undefined, `option "${k as string}" must be a ${kind}, got ${type(v)}`);
         }
-        out.set(k as string, v);
+        out[k as string] = v;
     }
-    const o = out as unknown as Options;
+    const o = out as Options;
     if (o.dict === "") return $multi(undefined, `option "dict" must not be empty`);
     if (!(o.sync_interval > 0 && o.sync_interval <= 60)) return $multi(undefined, `option "sync_interval" must be in (0, 60] seconds`);
     if (!(o.lock_timeout >= 0 && o.lock_timeout <= 60)) return $multi(undefined, `option "lock_timeout" must be in [0, 60] seconds`);

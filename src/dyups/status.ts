@@ -2,14 +2,15 @@
 // GET /status: what an operator needs to see that every worker converged. Content phase only.
 //   dyups_version  the release version (semver)
 //   version        the log's committed version
+//   digest         the digest of the stored state (each caught-up worker's digest equals it)
 //   workers[]      per worker id: pid, applied version, lag (version - applied), seconds since last report
 //   this_worker    the answering worker's registry: upstreams, retired versions, refs held
 //   shm            capacity and free bytes of the dict
-import { getOptions } from "./options";
-import { revisionHash, stats } from "./registry";
-import { allNames, currentVersion, readRecord } from "./store/command_log";
-import { COUNT, WORKER_PREFIX } from "./store/keys";
-import { shm } from "./store/shm";
+//   dns            the resolver's state (dns/status.ts)
+import { revisionHash, stats } from "./registry/sync";
+import { allNames, currentVersion, readRecord, upstreamCount } from "./store/command_log";
+import { usage } from "./store/dict";
+import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
 import { VERSION } from "dyups.version";
 
@@ -24,37 +25,34 @@ export function stateDigest(): number {
 }
 
 export function statusReport(): unknown {
-    const dict = shm();
     const version = currentVersion();
     const now = ngx.now();
     const workers: unknown[] = [];
     const count = ngx.worker.count();
     for (let id = 0; id < count; id++) {
-        const [raw] = dict.get(WORKER_PREFIX + id);
-        if (raw !== undefined) {
-            const [pid, applied, at, dg, ret, mem] = string.match(raw as string, "^(%d+) (%d+) ([%d%.]+) (%-?%d+) (%d+) (%d+)$");
-            const a = tonumber(applied) ?? 0;
+        const hb = readHeartbeat(id);
+        if (hb !== undefined) {
             workers[workers.length] = {
-                id, pid: tonumber(pid), applied: a, lag: version - a, seconds_since_report: now - (tonumber(at) ?? 0),
-                digest: tonumber(dg), retired_versions: tonumber(ret), lua_kb: tonumber(mem),
+                id, pid: hb.pid, applied: hb.applied, lag: version - hb.applied, seconds_since_report: now - hb.at,
+                digest: hb.digest, retired_versions: hb.retired, lua_kb: hb.luaKb,
             };
         }
     }
     const s = stats();
     let held = 0;
     for (const [, r] of pairs(s.refs)) held = held + r;
-    const [n] = dict.get(COUNT);
+    const u = usage();
     return {
         dyups_version: VERSION,
         version,
         digest: stateDigest(),
-        upstreams: (n as number | undefined) ?? 0,
+        upstreams: upstreamCount(),
         workers,
         this_worker: {
             id: ngx.worker.id(), pid: ngx.worker.pid(), applied: s.applied, digest: s.digest, upstreams: s.upstreams, built: s.built,
             retired_versions: s.retired, refs_on_current: held, refs_on_retired: s.retiredRefs,
         },
-        shm: { dict: getOptions().dict, capacity: dict.capacity(), free: dict.free_space() },
+        shm: { dict: u.name, capacity: u.capacity, free: u.free },
         dns: dnsStatus(),
     };
 }

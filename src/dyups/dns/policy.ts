@@ -78,7 +78,7 @@ export function endpointKeys(eps: Endpoint[] | undefined): string[] {
         if (seen.get(k) !== true) {
             seen.set(k, true);
             n = n + 1;
-            (keys as unknown as LuaTable<number, string>).set(n, k);
+            keys[n - 1] = k;
         }
     }
     table.sort(keys);
@@ -91,7 +91,7 @@ export function sameEndpoints(a: Endpoint[] | undefined, b: Endpoint[] | undefin
     const kb = endpointKeys(b);
     if (ka.length !== kb.length) return false;
     for (const [i, k] of ipairs(ka)) {
-        if ((kb as unknown as LuaTable<number, string>).get(i) !== k) return false;
+        if (kb[i - 1] !== k) return false;
     }
     return true;
 }
@@ -112,7 +112,7 @@ export function sortedEndpoints(eps: Endpoint[]): Endpoint[] {
         if (seen.get(k) !== true) {
             seen.set(k, true);
             n = n + 1;
-            (out as unknown as LuaTable<number, Endpoint>).set(n, e.weight !== undefined ? { host: e.host, port: e.port, weight: e.weight } : { host: e.host, port: e.port });
+            out[n - 1] = e.weight !== undefined ? { host: e.host, port: e.port, weight: e.weight } : { host: e.host, port: e.port };
         }
     }
     table.sort(out, lessEndpoint);
@@ -175,7 +175,7 @@ export function srvTargets(answers: SrvRecord[], typeSrv: number): LuaMultiRetur
             if (target !== "." && target !== "" && a.port > 0) {
                 n = n + 1;
                 const w = a.weight ?? 0;
-                (out as unknown as LuaTable<number, SrvTarget>).set(n, { target, port: a.port, weight: w >= 1 ? w : 1 });
+                out[n - 1] = { target, port: a.port, weight: w >= 1 ? w : 1 };
             }
         }
     }
@@ -197,9 +197,9 @@ export function serverEndpoints(s: ServerSpec, st: QueryState | undefined): Endp
         n = n + 1;
         if (st.kind === "srv") {
             const w = s.weight !== DEFAULT_WEIGHT ? s.weight : (e.weight ?? s.weight);
-            (out as unknown as LuaTable<number, Endpoint>).set(n, { host: e.host, port: e.port, weight: w });
+            out[n - 1] = { host: e.host, port: e.port, weight: w };
         } else {
-            (out as unknown as LuaTable<number, Endpoint>).set(n, { host: e.host, port: s.port });
+            out[n - 1] = { host: e.host, port: s.port };
         }
     }
     return sortedEndpoints(out);

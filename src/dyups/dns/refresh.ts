@@ -3,11 +3,11 @@
 // sync_interval in every worker); never on the request path. See dyups.dns.resolve for the first resolution
 // (when a body is applied) and dyups.dns.policy for the rules (TTL clamp, jitter, back-off, serve-stale).
 //
-// Ownership: one worker resolves at a time. Each tick every worker reads dns:owner; the owner renews it
-// (TTL ownerTtl(): max(2 s, 3 ticks)), the others try dict:add when it is gone, so a dead owner (SIGKILL) is replaced within
-// that TTL. The owner's memory holds only derived data (which upstreams use which query, when each is due),
+// Ownership: one worker resolves at a time: the holder of the `dns` lease (store/lease.ts). Each tick every
+// worker claims it; the holder renews it (TTL ownerTtl(): max(2 s, 3 ticks)), a dead holder (SIGKILL) is
+// taken over at the next tick of another worker. The owner's memory holds only derived data (which upstreams use which query, when each is due),
 // rebuilt from the registry when it takes over; what must survive a hand-off (answers, next-refresh times,
-// errors, stale-since) lives in shm under dns:q:<key>.
+// errors, stale-since) lives in shm (store/dns.ts).
 // Race accepted: a renewal is get + set, so a key that expired between the two is re-set by the old owner
 // while a new one may have added it; both may resolve for one TTL. Harmless: results are conditional commits.
 //
@@ -17,13 +17,13 @@
 //
 // Cost when nothing is due: owner 2 shm ops (get + renew), others 1; no decoding, no allocation.
 // A pass (something due) runs at most once at a time per worker; ticks that overlap a long pass only renew.
-import * as cjson from "cjson.safe";
 import { Endpoint, ServerSpec, UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { appliedVersion, buildVersion, eachName, record, revision, UpstreamVersion } from "../registry";
+import { tryBuild } from "../registry/build";
+import { appliedVersion, eachName, record, revision } from "../registry/sync";
 import { changedSince, commit } from "../store/command_log";
-import { DNS_NAMES, DNS_OWNER, DNS_QUERY_PREFIX } from "../store/keys";
-import { shm } from "../store/shm";
+import { deleteQuery, loadQuery, saveQuery, writeQueryIndex } from "../store/dns";
+import { claim as claimLease, release } from "../store/lease";
 import { DnsLimits, newState, onAnswer, onFailure, QueryState, queryKey, sameEndpoints, serverEndpoints, Transition } from "./policy";
 import { lookupA, lookupSrv } from "./resolve";
 
@@ -48,6 +48,9 @@ let reconcileAfter = 0;
 let namesChanged = false;
 let running = false;
 
+/** The lease of the resolving worker (lease:dns). */
+export const DNS_LEASE_NAME = "dns";
+
 /** Seconds a dead owner keeps the job: at least 2 s, and 3 ticks. */
 export function ownerTtl(): number {
     return math.max(2, 3 * getOptions().sync_interval);
@@ -71,39 +74,21 @@ function resetIndex(): void {
 /** true when this worker is (now) the resolver; renews its claim. One or two shm operations. */
 function claim(): boolean {
     if (ngx.worker.exiting()) return false;
-    const d = shm();
-    const pid = ngx.worker.pid();
-    const [cur] = d.get(DNS_OWNER);
-    if (cur === pid) {
-        d.set(DNS_OWNER, pid, ownerTtl());
-        return true;
-    }
-    if (cur !== undefined) return false;
-    const [ok] = d.add(DNS_OWNER, pid, ownerTtl());
-    return ok;
+    return claimLease(DNS_LEASE_NAME, ownerTtl());
 }
 
 /** Gives the job up at once (worker exit / reload) so another worker takes it without waiting for the TTL. */
 export function dnsRelease(): void {
-    const d = shm();
-    if (d.get(DNS_OWNER)[0] === ngx.worker.pid()) d.delete(DNS_OWNER);
+    release(DNS_LEASE_NAME);
     isOwner = false;
 }
 
-export function loadState(key: string): QueryState | undefined {
-    const [raw] = shm().get(DNS_QUERY_PREFIX + key);
-    if (raw === undefined) return undefined;
-    const [st] = cjson.decode(raw as string);
-    if (st === undefined || type(st) !== "table") return undefined;
-    return st as QueryState;
-}
+const loadState = loadQuery;
 
 function saveState(key: string, st: QueryState, now: number): void {
-    const [enc] = cjson.encode(st);
-    if (enc === undefined) return;
     const ttl = math.max(st.next - now, 0) + getOptions().dns_stale_ttl + 300;
-    const [ok, err] = shm().safe_set(DNS_QUERY_PREFIX + key, enc, ttl);
-    if (!ok) ngx.log(ngx.ERR, "dyups: dns: cannot store the state of ", st.q, ": ", err);
+    const [ok, err] = saveQuery(key, st, ttl);
+    if (ok === undefined) ngx.log(ngx.ERR, "dyups: dns: cannot store the state of ", st.q, ": ", err);
 }
 
 /** A server DNS manages: names with `resolve`, and names without it that have no address yet (init phases). */
@@ -121,7 +106,7 @@ function ensureState(key: string, s: ServerSpec, eps: Endpoint[] | undefined, no
         if (eps !== undefined && eps.length > 0) {
             seed = [];
             for (const [i, e] of ipairs(eps)) {
-                (seed as unknown as LuaTable<number, Endpoint>).set(i, kind === "srv" ? e : { host: e.host, port: 0 });
+                seed[i - 1] = kind === "srv" ? e : { host: e.host, port: 0 };
             }
         }
         st = newState(string.sub(key, kind === "srv" ? 5 : 3), kind, now, seed);
@@ -137,7 +122,7 @@ function dropUser(key: string, name: string): void {
     if (next(u)[0] === undefined) {
         users.delete(key);
         due.delete(key);
-        shm().delete(DNS_QUERY_PREFIX + key);
+        deleteQuery(key);
     }
     namesChanged = true;
 }
@@ -149,7 +134,7 @@ function indexUpstream(name: string, now: number): void {
     let w: Watch | undefined;
     if (rec !== undefined) {
         for (const [i, s] of ipairs(rec.spec.servers)) {
-            const eps = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i);
+            const eps = rec.endpoints[i - 1];
             if (managed(s, eps)) {
                 const key = queryKey(s);
                 if (w === undefined) w = { rev: rec.rev, keys: new LuaTable() };
@@ -213,7 +198,7 @@ function describe(eps: Endpoint[] | undefined): string {
     if (eps === undefined || eps.length === 0) return "(none)";
     const parts: string[] = [];
     for (const [i, e] of ipairs(eps)) {
-        (parts as unknown as LuaTable<number, string>).set(i, e.port > 0 ? `${e.host}:${e.port}` : e.host);
+        parts[i - 1] = e.port > 0 ? `${e.host}:${e.port}` : e.host;
     }
     return table.concat(parts, ",");
 }
@@ -270,7 +255,7 @@ function reconcile(name: string): boolean {
     let changed = false;
     const states: LuaTable<string, QueryState | false> = new LuaTable();
     for (const [i, s] of ipairs(rec.spec.servers)) {
-        const cur = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i) ?? [];
+        const cur = rec.endpoints[i - 1] ?? [];
         let eps = cur;
         const key = w.keys.get(i);
         if (key !== undefined) {
@@ -285,20 +270,17 @@ function reconcile(name: string): boolean {
                 changed = true;
             }
         }
-        (endpoints as unknown as LuaTable<number, Endpoint[]>).set(i, eps);
+        endpoints[i - 1] = eps;
     }
     if (!changed) return true;
     const nrec: UpstreamRecord = {
         name: rec.name, body: rec.body, spec: rec.spec, endpoints, rev: rec.rev, created: rec.created, source: "dns",
     };
-    const [ok, berr] = pcall(buildVersion, nrec);
-    if (!ok) {
-        ngx.log(ngx.ERR, "dyups: dns: cannot build upstream ", name, " with the new addresses: ", berr);
-        return true;
-    }
+    const [built] = tryBuild(nrec);
+    if (built === undefined) return true; // a bug, logged at alert by tryBuild
     const [v, reason, status] = commit(name, nrec, rec.rev);
     if (v !== undefined) {
-        ngx.log(ngx.NOTICE, "dyups: dns: upstream ", name, " has ", (berr as UpstreamVersion).peers.total,
+        ngx.log(ngx.NOTICE, "dyups: dns: upstream ", name, " has ", built.peers.total,
             " peers after a DNS change (version ", v, ")");
         return true;
     }
@@ -314,13 +296,12 @@ function writeNames(): void {
         let n = 0;
         for (const [name] of pairs(u)) {
             n = n + 1;
-            (list as unknown as LuaTable<number, string>).set(n, name);
+            list[n - 1] = name;
         }
         table.sort(list);
         t.set(key, list);
     }
-    const [enc] = cjson.encode(t);
-    if (enc !== undefined) shm().safe_set(DNS_NAMES, enc);
+    writeQueryIndex(t);
     namesChanged = false;
 }
 
@@ -333,7 +314,7 @@ function work(now: number): void {
         for (const [key, at] of pairs(due)) {
             if (at <= now) {
                 n = n + 1;
-                (todo as unknown as LuaTable<number, string>).set(n, key);
+                todo[n - 1] = key;
             }
         }
         for (const [, key] of ipairs(todo)) {
@@ -353,7 +334,7 @@ function work(now: number): void {
         let n = 0;
         for (const [name] of pairs(dirty)) {
             n = n + 1;
-            (names as unknown as LuaTable<number, string>).set(n, name);
+            names[n - 1] = name;
         }
         for (const [, name] of ipairs(names)) {
             if (reconcile(name)) dirty.delete(name);

@@ -8,7 +8,7 @@
 // Where the phase cannot yield (init, init_worker), names are left unresolved for the DNS timer.
 import { Endpoint, Result, UpstreamSpec } from "../model";
 import { getOptions } from "../options";
-import { QueryState, serverEndpoints, srvName, srvTargets, SrvRecord } from "./policy";
+import { QueryState, serverEndpoints, srvName, srvTargets } from "./policy";
 
 interface DnsModule {
     ["new"](this: DnsModule, opts: object): LuaMultiReturn<[RestyDns.Resolver | undefined, string | undefined]>;
@@ -159,12 +159,12 @@ export function lookupA(host: string): LuaMultiReturn<[Endpoint[], number | unde
     const eps: Endpoint[] = [];
     const hosts = hostsLookup(host);
     if (hosts !== undefined) {
-        for (const [i, a] of ipairs(hosts)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
+        for (const [i, a] of ipairs(hosts)) eps[i - 1] = { host: a, port: 0 };
         return $multi(eps, HOSTS_TTL, undefined);
     }
     const [ans, err] = queryName(host);
     if (ans === undefined) return $multi(undefined, undefined, err as string);
-    for (const [i, a] of ipairs(ans.addrs)) (eps as unknown as LuaTable<number, Endpoint>).set(i, { host: a, port: 0 });
+    for (const [i, a] of ipairs(ans.addrs)) eps[i - 1] = { host: a, port: 0 };
     return $multi(eps, ans.ttl, undefined);
 }
 
@@ -175,7 +175,7 @@ export function lookupA(host: string): LuaMultiReturn<[Endpoint[], number | unde
 export function lookupSrv(name: string): LuaMultiReturn<[Endpoint[], number | undefined, undefined] | [undefined, undefined, string]> {
     const [answers, typeSrv, err] = querySrv(name);
     if (answers === undefined) return $multi(undefined, undefined, err as string);
-    const [targets, srvTtl] = srvTargets(answers as unknown as SrvRecord[], typeSrv as number);
+    const [targets, srvTtl] = srvTargets(answers, typeSrv as number);
     let ttl = srvTtl;
     const eps: Endpoint[] = [];
     let n = 0;
@@ -188,7 +188,7 @@ export function lookupSrv(name: string): LuaMultiReturn<[Endpoint[], number | un
             if (tttl !== undefined && (ttl === undefined || tttl < ttl)) ttl = tttl;
             for (const [, a] of ipairs(addrs)) {
                 n = n + 1;
-                (eps as unknown as LuaTable<number, Endpoint>).set(n, { host: a.host, port: t.port, weight: t.weight });
+                eps[n - 1] = { host: a.host, port: t.port, weight: t.weight };
             }
         }
     }
@@ -229,9 +229,9 @@ export function resolveEndpoints(spec: UpstreamSpec, yieldable: boolean): Result
                 }
             }
         } else {
-            (eps as unknown as LuaTable<number, Endpoint>).set(1, { host: s.host, port: s.port });
+            eps[0] = { host: s.host, port: s.port };
         }
-        (out as unknown as LuaTable<number, Endpoint[]>).set(i, eps);
+        out[i - 1] = eps;
     }
     return $multi(out, undefined);
 }

@@ -11,9 +11,10 @@
 //   - `?format=json` on /list, /detail and /upstream/NAME; ETag/If-Match revisions for safe concurrent edits.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
-import { get, list, remove, update } from "../api";
-import { endpointId, sync } from "../registry";
-import { Endpoint, UpstreamRecord } from "../model";
+import { UpstreamRecord } from "../model";
+import { get, list, remove, update } from "../pipeline";
+import { endpointId } from "../registry/build";
+import { sync } from "../registry/sync";
 import { statusReport } from "../status";
 
 function send(status: number, body: string): void {
@@ -43,20 +44,20 @@ function sendJson(value: unknown): void {
 
 /** The address /detail shows for a server directive: its first endpoint, else the address as written. */
 function shownAddr(rec: UpstreamRecord, i: number): string {
-    const eps = (rec.endpoints as unknown as LuaTable<number, LuaTable<number, Endpoint>>).get(i);
-    const e = eps !== undefined ? eps.get(1) : undefined;
-    if (e === undefined) return (rec.spec.servers as unknown as LuaTable<number, { addr: string }>).get(i).addr;
+    const eps = rec.endpoints[i - 1];
+    const e = eps !== undefined ? eps[0] : undefined;
+    if (e === undefined) return rec.spec.servers[i - 1].addr;
     return endpointId(e);
 }
 
-function detailLines(rec: UpstreamRecord, full: boolean, out: LuaTable<number, string>): void {
-    let n = out.length();
+function detailLines(rec: UpstreamRecord, full: boolean, out: string[]): void {
+    let n = out.length;
     for (const [i, s] of ipairs(rec.spec.servers)) {
         n = n + 1;
         if (full) {
-            out.set(n, `server ${shownAddr(rec, i)} weight=${s.weight} max_conns=${s.maxConns} max_fails=${s.maxFails} fail_timeout=${math.floor(s.failTimeout)} backup=${s.backup ? 1 : 0} down=${s.down ? 1 : 0}\n`);
+            out[n - 1] = `server ${shownAddr(rec, i)} weight=${s.weight} max_conns=${s.maxConns} max_fails=${s.maxFails} fail_timeout=${math.floor(s.failTimeout)} backup=${s.backup ? 1 : 0} down=${s.down ? 1 : 0}\n`;
         } else {
-            out.set(n, `server ${shownAddr(rec, i)}\n`);
+            out[n - 1] = `server ${shownAddr(rec, i)}\n`;
         }
     }
 }
@@ -64,15 +65,15 @@ function detailLines(rec: UpstreamRecord, full: boolean, out: LuaTable<number, s
 function recordJson(rec: UpstreamRecord): unknown {
     const servers: unknown[] = [];
     for (const [i, s] of ipairs(rec.spec.servers)) {
-        const eps = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i) ?? [];
+        const eps = rec.endpoints[i - 1] ?? [];
         const addrs: string[] = [];
         for (const [, e] of ipairs(eps)) {
             addrs[addrs.length] = endpointId(e);
         }
-        (servers as unknown as LuaTable<number, unknown>).set(i, {
+        servers[i - 1] = {
             addr: s.addr, resolved: addrs, weight: s.weight, max_conns: s.maxConns, max_fails: s.maxFails,
             fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
-        });
+        };
     }
     return { name: rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
         keepalive: rec.spec.keepalive, servers, body: rec.body };
@@ -122,12 +123,11 @@ function resource(uri: string): LuaMultiReturn<[string[], number]> {
     let n = 0;
     for (const [seg] of string.gmatch(uri, "[^/]+")) {
         n = n + 1;
-        (segs as unknown as LuaTable<number, string>).set(n, seg);
+        segs[n - 1] = seg;
     }
-    const s = segs as unknown as LuaTable<number, string>;
-    if (n >= 2 && string.lower(s.get(n - 1)) === "upstream") return $multi(["upstream", s.get(n)], 2);
+    if (n >= 2 && string.lower(segs[n - 2]) === "upstream") return $multi(["upstream", segs[n - 1]], 2);
     if (n >= 1) {
-        const last = string.lower(s.get(n));
+        const last = string.lower(segs[n - 1]);
         if (last === "list" || last === "detail" || last === "status") return $multi([last], 1);
     }
     return $multi(segs, n);
@@ -136,8 +136,7 @@ function resource(uri: string): LuaMultiReturn<[string[], number]> {
 function handleGet(res: string[], n: number): void {
     ngx.req.discard_body();
     sync();
-    const r = res as unknown as LuaTable<number, string>;
-    const what = n > 0 ? string.lower(r.get(1)) : "";
+    const what = n > 0 ? string.lower(res[0]) : "";
     if (what === "list" && n === 1) {
         const names = list();
         if (wantsJson()) return sendJson({ upstreams: names.length > 0 ? names : cjson.empty_array ?? [] });
@@ -150,30 +149,30 @@ function handleGet(res: string[], n: number): void {
             const all: unknown[] = [];
             for (const [i, name] of ipairs(names)) {
                 const rec = get(name);
-                if (rec !== undefined) (all as unknown as LuaTable<number, unknown>).set(i, recordJson(rec));
+                if (rec !== undefined) all[i - 1] = recordJson(rec);
             }
             return sendJson({ upstreams: all });
         }
-        const out: LuaTable<number, string> = new LuaTable();
+        const out: string[] = [];
         for (const [, name] of ipairs(names)) {
             const rec = get(name);
             if (rec !== undefined) {
-                out.set(out.length() + 1, name + "\n");
+                out[out.length] = name + "\n";
                 detailLines(rec, true, out);
-                out.set(out.length() + 1, "\n");
+                out[out.length] = "\n";
             }
         }
-        if (out.length() === 0) return send(204, "");
-        return send(200, table.concat(out as unknown as string[]));
+        if (out.length === 0) return send(204, "");
+        return send(200, table.concat(out));
     }
     if (what === "upstream" && n === 2) {
-        const rec = get(r.get(2));
+        const rec = get(res[1]);
         if (rec === undefined) return send(404, "");
         ngx.header["ETag"] = `"${rec.rev}"`;
         if (wantsJson()) return sendJson(recordJson(rec));
-        const out: LuaTable<number, string> = new LuaTable();
+        const out: string[] = [];
         detailLines(rec, false, out);
-        return send(200, table.concat(out as unknown as string[]));
+        return send(200, table.concat(out));
     }
     if (what === "status" && n === 1) return sendJson(statusReport());
     if (n === 0) {
@@ -186,28 +185,29 @@ function handleGet(res: string[], n: number): void {
 export function handle(): void {
     const method = ngx.req.get_method();
     const [res, n] = resource(ngx.var.uri ?? "/");
-    const r = res as unknown as LuaTable<number, string>;
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();
         if (n !== 2) return send(405, "not support this interface");
-        if (string.lower(r.get(1)) !== "upstream") return send(405, "not support this api");
+        if (string.lower(res[0]) !== "upstream") return send(405, "not support this api");
         const [expect, okHeader] = expectedRevision();
         if (!okHeader) return send(400, "invalid If-Match header");
-        const [status, msg, v] = remove(r.get(2), expect);
-        if (v !== undefined) ngx.header["X-Dyups-Version"] = `${v}`;
-        return send(status, msg);
+        const [v, reason, status] = remove(res[1], expect);
+        if (v === undefined) return send(status, reason);
+        ngx.header["X-Dyups-Version"] = `${v}`;
+        return send(200, "success");
     }
     // Any other method: the original reads the body first, then only POST is allowed.
     const [body, berr] = readBody();
     if (method !== "POST") return send(405, "");
     if (n !== 2) return send(404, "not support this interface");
-    if (string.lower(r.get(1)) !== "upstream") return send(404, "not support this api");
+    if (string.lower(res[0]) !== "upstream") return send(404, "not support this api");
     if (berr !== undefined) return send(500, berr);
     if (body === undefined) return send(204, "");
     const [expect, okHeader] = expectedRevision();
     if (!okHeader) return send(400, "invalid If-Match header");
-    const [status, msg, v] = update(r.get(2), body, expect);
-    if (v !== undefined) ngx.header["X-Dyups-Version"] = `${v}`;
-    return send(status, msg);
+    const [v, reason, status] = update(res[1], body, expect);
+    if (v === undefined) return send(status, reason);
+    ngx.header["X-Dyups-Version"] = `${v}`;
+    return send(200, "success");
 }

@@ -10,8 +10,9 @@
 // (127.0.0.1:1 down) and answers 502 without sending anything anywhere.
 import * as balancer from "ngx.balancer";
 import { pick } from "../balance/peer_set";
-import { lookup, Peers, releaseRetired, sync, UpstreamVersion } from "../registry";
-import { connClose, connOpen, healthSync, peerState, reportFailure, reportSuccess } from "./peer_state";
+import type { UpstreamVersion } from "../registry/build";
+import { lookup, releaseRetired, sync } from "../registry/sync";
+import { connClose, connOpen, healthSync, peerState, Peers, reportFailure, reportSuccess } from "../store/peer_health";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
@@ -25,24 +26,24 @@ const ERR = ngx.ERR;
 function hashKey(ver: UpstreamVersion): string {
     const vars = ngx.var;
     const n = ver.keyParts;
-    const lits = ver.keyLits as unknown as LuaTable<number, string>;
-    const names = ver.keyVars as unknown as LuaTable<number, string>;
-    if (n === 1 && lits.get(1) === "") {
-        const name = names.get(1);
+    const lits = ver.keyLits as string[];
+    const names = ver.keyVars as string[];
+    if (n === 1 && lits[0] === "") {
+        const name = names[0];
         return name === "" ? "" : (vars[name] ?? "");
     }
-    const buf: LuaTable<number, string> = new LuaTable();
+    const buf: string[] = [];
     let j = 0;
     for (let i = 1; i <= n; i++) {
         j = j + 1;
-        buf.set(j, lits.get(i));
-        const name = names.get(i);
+        buf[j - 1] = lits[i - 1];
+        const name = names[i - 1];
         if (name !== "") {
             j = j + 1;
-            buf.set(j, vars[name] ?? "");
+            buf[j - 1] = vars[name] ?? "";
         }
     }
-    return concat(buf as unknown as string[]);
+    return concat(buf);
 }
 
 function keyFor(ver: UpstreamVersion): string | undefined {
@@ -53,18 +54,14 @@ function keyFor(ver: UpstreamVersion): string | undefined {
 }
 
 /** balancer_by_lua: the per-request path. */
-export function balance(): void {
+function balance(): void {
     pickPeer(true);
 }
 
 /**
- * The same without the per-request version gate: for benchmarks that measure what the gate costs
- * (scripts/bench-sync.mjs). Not for production: this worker would route by a stale state until its timer.
+ * One balancer try. `gate`: run the per-request version gate first (always, but for the benchmark entry
+ * point dyups.bench.ungated, which measures what the gate costs).
  */
-export function balanceUngated(): void {
-    pickPeer(false);
-}
-
 function pickPeer(gate: boolean): void {
     const ctx = ngx.ctx;
     let ver = ctx.dyups_v as UpstreamVersion | undefined;
@@ -117,14 +114,14 @@ function pickPeer(gate: boolean): void {
         log(ERR, "dyups: no live servers in upstream \"", ver.name, "\"");
         return;
     }
-    const port = (peers.ports as unknown as LuaTable<number, number>).get(gi);
-    const host = (peers.hosts as unknown as LuaTable<number, string>).get(gi);
+    const port = peers.ports[gi - 1];
+    const host = peers.hosts[gi - 1];
     let ok: true | undefined;
     let err: string | undefined;
     if (port > 0) [ok, err] = set_current_peer(host, port);
     else [ok, err] = set_current_peer(host); // unix:/path
     if (!ok) {
-        log(ERR, "dyups: cannot set peer ", (peers.ids as unknown as LuaTable<number, string>).get(gi), ": ", err);
+        log(ERR, "dyups: cannot set peer ", peers.ids[gi - 1], ": ", err);
         return;
     }
     if (peers.trackConns) {
@@ -143,7 +140,8 @@ function lastTryFailed(): boolean {
     return last === undefined || last === "-";
 }
 
-export function logPhase(): void {
+/** log_by_lua: report the last try, close its connection count, release the pinned version. */
+function logPhase(): void {
     const ctx = ngx.ctx;
     const ver = ctx.dyups_v as UpstreamVersion | undefined;
     if (ver === undefined) return;
@@ -163,3 +161,5 @@ export function logPhase(): void {
     ver.refs = ver.refs - 1;
     if (ver.retired && ver.refs <= 0) releaseRetired(ver);
 }
+
+export { balance, pickPeer, logPhase };

@@ -1,44 +1,33 @@
 /** @noSelfInFile */
-// The command log in the shared dict: the one place that writes upstream state (see store/keys.ts).
+// The command log in the shared dict: the one place that writes upstream state (keys: store/keys.ts).
 //
-// A write (any worker, or the master in init): take the writers' lock, check limits and the optional
-// expected revision, write u:<name> (the full record) and c:<v+1> (the name), then incr v, then drop
-// c:<v+1-LOG_KEEP>. Readers never lock: a reader that sees version V can read c:1..V, and for each name the
-// current u:<name>. It may see a u:<name> newer than V (written before v was incremented): harmless, since
-// applying "the current state of NAME" is idempotent and later entries only re-apply it.
+// A write (any worker, or the master in init): take the write lease (an exclusive lock), finish a change a
+// killed writer left half-done, check limits and the optional expected revision, write c:<v+1> (the name),
+// then u:<name> (the full record), then incr v, then drop c:<v+1-LOG_KEEP>. Readers never lock: a reader
+// that sees version V can read c:1..V, and for each name the current u:<name>. It may see a u:<name> newer
+// than V (written before v was incremented): harmless, since applying "the current state of NAME" is
+// idempotent and later entries only re-apply it.
 // Writes that cannot complete (full dict) undo what they wrote, so no reader ever sees a partial change:
 // refused atomically, every worker keeps the same state.
+// A writer killed (SIGKILL) inside its critical section: its lease is taken over at once (store/lease.ts),
+// and the next writer completes or rolls back its change before its own (recover()).
 // Phases: writes from content/timer (may sleep while waiting for the lock), init/init_worker (spin, no
 // sleep); reads from any phase (balancer included: shm gets and JSON decoding only, no yields).
 import * as cjson from "cjson.safe";
+import type { StatusResult } from "../errors";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { COUNT, CMD_PREFIX, LOCK, LOG_KEEP, UPSTREAM_PREFIX, VERSION } from "./keys";
-import { shm } from "./shm";
+import { canYield } from "../phase";
+import { dict } from "./dict";
+import { COUNT, CMD_PREFIX, LOG_KEEP, UPSTREAM_PREFIX, VERSION, WRITE_LEASE } from "./keys";
+import { acquire, release } from "./lease";
 
-/** A write's outcome: the new version, or a reason with the HTTP status that fits it. */
-export type WriteResult = LuaMultiReturn<[number, undefined, undefined] | [undefined, string, number]>;
-
-const YIELDABLE: LuaTable<string, boolean> = new LuaTable();
-YIELDABLE.set("rewrite", true);
-YIELDABLE.set("access", true);
-YIELDABLE.set("content", true);
-YIELDABLE.set("timer", true);
-YIELDABLE.set("ssl_cert", true);
-YIELDABLE.set("ssl_session_fetch", true);
-
-/** true when this phase may yield (sleep, cosockets) */
-export function canYield(): boolean {
-    return YIELDABLE.get(ngx.get_phase()) === true;
-}
-
-function lock(dict: NgxSharedDict): LuaMultiReturn<[true, undefined] | [undefined, string]> {
+/** Waits for the write lease: true, or "busy" (trylock, or lock_timeout passed). */
+function lock(): boolean {
     const o = getOptions();
-    const pid = ngx.worker.pid();
-    const [ok, err] = dict.add(LOCK, pid, math.max(o.lock_timeout, 1) + 2);
-    if (ok) return $multi(true, undefined);
-    if (err !== "exists") return $multi(undefined, `cannot take the write lock: ${err}`);
-    if (o.trylock) return $multi(undefined, "busy");
+    const ttl = math.max(o.lock_timeout, 1) + 2;
+    if (acquire(WRITE_LEASE, ttl)) return true;
+    if (o.trylock) return false;
     const yieldable = canYield();
     const deadline = ngx.now() + o.lock_timeout;
     let wait = 0.001;
@@ -50,32 +39,31 @@ function lock(dict: NgxSharedDict): LuaMultiReturn<[true, undefined] | [undefine
         } else {
             // init/init_worker: no sleeping; lock holders finish in microseconds, so spin a bounded while.
             spins = spins + 1;
-            if (spins > 1000000) return $multi(undefined, "busy");
+            if (spins > 1000000) return false;
         }
-        const [ok2, err2] = dict.add(LOCK, pid, math.max(o.lock_timeout, 1) + 2);
-        if (ok2) return $multi(true, undefined);
-        if (err2 !== "exists") return $multi(undefined, `cannot take the write lock: ${err2}`);
+        if (acquire(WRITE_LEASE, ttl)) return true;
         if (yieldable) {
             ngx.update_time();
-            if (ngx.now() >= deadline) return $multi(undefined, "busy");
+            if (ngx.now() >= deadline) return false;
         }
     }
 }
 
-function unlock(dict: NgxSharedDict): void {
-    // The lock's TTL exceeds lock_timeout, so it is ours unless we held it far longer than any write takes.
-    if (dict.get(LOCK)[0] === ngx.worker.pid()) dict.delete(LOCK);
-}
-
 /** the last committed version (0 before any write) */
 export function currentVersion(): number {
-    const [v] = shm().get(VERSION);
+    const [v] = dict().get(VERSION);
     return (v as number | undefined) ?? 0;
+}
+
+/** How many upstreams exist (kept by the writers). */
+export function upstreamCount(): number {
+    const [n] = dict().get(COUNT);
+    return (n as number | undefined) ?? 0;
 }
 
 /** The current record of NAME as stored (JSON), or undefined. */
 export function readRaw(name: string): string | undefined {
-    const [raw] = shm().get(UPSTREAM_PREFIX + name);
+    const [raw] = dict().get(UPSTREAM_PREFIX + name);
     return raw as string | undefined;
 }
 
@@ -101,28 +89,28 @@ export function readRecord(name: string): UpstreamRecord | undefined {
  */
 export function changedSince(from: number, to: number): string[] | undefined {
     if (to - from > LOG_KEEP) return undefined;
-    const dict = shm();
+    const d = dict();
     const out: string[] = [];
     let n = 0;
     for (let v = from + 1; v <= to; v++) {
-        const [name] = dict.get(CMD_PREFIX + v);
+        const [name] = d.get(CMD_PREFIX + v);
         if (name === undefined) return undefined;
         n = n + 1;
-        (out as unknown as LuaTable<number, string>).set(n, name as string);
+        out[n - 1] = name as string;
     }
     return out;
 }
 
 /** Every upstream name in the dict, in no order. O(keys in the dict): for rebuilds and the state file. */
 export function allNames(): string[] {
-    const keys = shm().get_keys(0);
+    const keys = dict().get_keys(0);
     const out: string[] = [];
     let n = 0;
     const plen = UPSTREAM_PREFIX.length;
     for (const [, k] of ipairs(keys)) {
         if (string.sub(k, 1, plen) === UPSTREAM_PREFIX) {
             n = n + 1;
-            (out as unknown as LuaTable<number, string>).set(n, string.sub(k, plen + 1));
+            out[n - 1] = string.sub(k, plen + 1);
         }
     }
     return out;
@@ -135,26 +123,55 @@ function full(err: string | undefined): string {
 }
 
 /**
+ * A writer killed between writing c:<v+1> and incrementing v left a change half-done. Its record write is
+ * either done (u:<name> at revision v+1, or gone for a delete) or not: publish the first, drop the entry
+ * of the second. Then every worker sees the same state as the store. Called under the write lease.
+ */
+function recover(d: NgxSharedDict): void {
+    const [v0] = d.get(VERSION);
+    const nv = ((v0 as number | undefined) ?? 0) + 1;
+    const [name] = d.get(CMD_PREFIX + nv);
+    if (name === undefined) return;
+    const [raw] = d.get(UPSTREAM_PREFIX + (name as string));
+    let done = raw === undefined;
+    if (!done) {
+        const [rec] = cjson.decode(raw as string);
+        done = rec !== undefined && type(rec) === "table" && (rec as UpstreamRecord).rev === nv;
+    }
+    if (done) {
+        d.incr(VERSION, 1, 0);
+        ngx.log(ngx.WARN, "dyups: completed the change of upstream ", name, " (version ", nv, ") that a killed writer left unpublished");
+    } else {
+        d.delete(CMD_PREFIX + nv);
+        ngx.log(ngx.WARN, "dyups: dropped the unfinished change of upstream ", name, " (version ", nv, ") of a killed writer");
+    }
+    recount(d);
+}
+
+/** Recounts u:* (a killed writer may have left n off by one). O(keys). */
+function recount(d: NgxSharedDict): void {
+    d.set(COUNT, allNames().length);
+}
+
+/**
  * Commits the new state of one upstream: `rec` (set or replace) or undefined (delete). `expectRev`
  * (optional) makes the write conditional on the upstream's current revision (0 = must not exist).
  * Returns the new version, or [undefined, reason, status]: 404 (delete of an unknown upstream),
- * 409 (lock busy), 412 (revision mismatch), 429 (max_upstreams reached), 507 (dict full), 500.
+ * 409 (lock busy: reason "wait and try again\n"), 412 (revision mismatch), 429 (max_upstreams reached),
+ * 507 (dict full), 500.
  */
-export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): WriteResult {
-    const dict = shm();
-    const [locked, lerr] = lock(dict);
-    if (!locked) {
-        if (lerr === "busy") return $multi(undefined, "wait and try again\n", 409);
-        return $multi(undefined, lerr, 500);
-    }
-    const [result, reason, status] = commitLocked(dict, name, rec, expectRev);
-    unlock(dict);
-    return $multi(result, reason, status) as WriteResult;
+export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
+    if (!lock()) return $multi(undefined, "wait and try again\n", 409);
+    const d = dict();
+    recover(d);
+    const [result, reason, status] = commitLocked(d, name, rec, expectRev);
+    release(WRITE_LEASE);
+    return $multi(result, reason, status) as StatusResult<number>;
 }
 
-function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): WriteResult {
+function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
     const ukey = UPSTREAM_PREFIX + name;
-    const [oldRaw, oldFlags] = dict.get(ukey);
+    const [oldRaw, oldFlags] = d.get(ukey);
     const exists = oldRaw !== undefined;
     if (expectRev !== undefined) {
         let rev = 0;
@@ -165,11 +182,11 @@ function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | u
         if (rev !== expectRev) return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412);
     }
     if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404);
-    const [count] = dict.get(COUNT);
-    if (rec !== undefined && !exists && ((count as number | undefined) ?? 0) >= getOptions().max_upstreams) {
-        return $multi(undefined, `too many upstreams (max_upstreams is ${getOptions().max_upstreams})`, 429);
+    const max = getOptions().max_upstreams;
+    if (rec !== undefined && !exists && upstreamCount() >= max) {
+        return $multi(undefined, `too many upstreams (max_upstreams is ${max})`, 429);
     }
-    const [v0] = dict.get(VERSION);
+    const [v0] = d.get(VERSION);
     const nv = ((v0 as number | undefined) ?? 0) + 1;
     const ckey = CMD_PREFIX + nv;
     let encoded: string | undefined;
@@ -183,39 +200,39 @@ function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | u
         encoded = enc;
     }
     // 1. the log entry
-    const [okc, errc] = dict.safe_set(ckey, name);
+    const [okc, errc] = d.safe_set(ckey, name);
     if (!okc) return $multi(undefined, full(errc), errc === "no memory" ? 507 : 500);
     // 2. the state (undo 1 if it cannot be written)
     if (encoded !== undefined) {
-        const [oku, erru] = dict.safe_set(ukey, encoded, 0, created);
+        const [oku, erru] = d.safe_set(ukey, encoded, 0, created);
         if (!oku) {
-            dict.delete(ckey);
+            d.delete(ckey);
             return $multi(undefined, full(erru), erru === "no memory" ? 507 : 500);
         }
-        if (!exists) dict.incr(COUNT, 1, 0);
+        if (!exists) d.incr(COUNT, 1, 0);
     } else {
-        dict.delete(ukey);
-        dict.incr(COUNT, -1, 1);
+        d.delete(ukey);
+        d.incr(COUNT, -1, 1);
     }
     // 3. publish: from here every reader that checks the version sees the change
-    const [v] = dict.incr(VERSION, 1, 0);
+    const [v] = d.incr(VERSION, 1, 0);
     // 4. compaction: the log keeps LOG_KEEP entries; readers further behind rebuild from u:*
-    if (nv > LOG_KEEP) dict.delete(CMD_PREFIX + (nv - LOG_KEEP));
+    if (nv > LOG_KEEP) d.delete(CMD_PREFIX + (nv - LOG_KEEP));
     return $multi(v ?? nv, undefined, undefined);
 }
 
 /** Space left in the dict (bytes, approximate: free pages only). */
 export function freeSpace(): number {
-    return shm().free_space();
+    return dict().free_space();
 }
 
 /** Every upstream name in creation order (first created first; a replace keeps its place). O(n log n). */
 export function namesInOrder(): string[] {
-    const dict = shm();
+    const d = dict();
     const names = allNames();
     const order: LuaTable<string, number> = new LuaTable();
     for (const [, name] of ipairs(names)) {
-        const [, flags] = dict.get(UPSTREAM_PREFIX + name);
+        const [, flags] = d.get(UPSTREAM_PREFIX + name);
         order.set(name, (flags as number | undefined) ?? 0);
     }
     table.sort(names, (a: string, b: string) => {

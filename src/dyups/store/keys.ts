@@ -1,51 +1,62 @@
 /** @noSelfInFile */
-// Every key this product writes in its lua_shared_dict, in one place. Values, types and lifetimes:
+// The key catalogue: every key this product writes in its lua_shared_dict, defined once, with its value
+// type and lifetime. Only modules under store/ import this file (and the specs that inspect the dict).
 //
+// Configuration (store/command_log.ts) — never evicted: written with safe_set/safe_add only
 //   v            number   log version: the last committed change. Only ever incremented (incr), never a clock.
 //   c:<v>        string   the name of the upstream changed by version v. Kept for LOG_KEEP versions
 //                          (the writer deletes c:<v-LOG_KEEP>); a reader further behind rebuilds from u:*.
 //   u:<name>     string   JSON UpstreamRecord: the current full state of one upstream; absent once deleted.
-//   n            number   how many u:* keys exist (kept under the write lock, for the max_upstreams limit).
-//   lock         number   the writers' lock: the holder's pid, with a TTL so a dead holder cannot wedge writes.
+//                          Flags: the version that created it (listing order survives replaces).
+//   n            number   how many u:* keys exist (kept under the write lease, for the max_upstreams limit).
+// Start-up (store/boot.ts)
 //   boot         string   "1" once init() loaded upstream_conf / the state file into this dict (survives reload).
-//   confseen     string   JSON array of the names upstream_conf has defined so far (see init's precedence rule).
-//   w:<id>       string   "pid version time" of worker <id>: the version it has applied (sync observability).
+//   confseen     string   JSON object name -> md5 of the upstream_conf body last applied (start-up precedence).
+// Leases (store/lease.ts): one holder per job; the value is the holder's pid, with a TTL
+//   lease:<job>        number  jobs: write (the writers' lock, TTL lock_timeout + 2 s), state_file (10 s),
+//                              dns (max(2 s, 3 sync_interval), renewed every tick). A dead holder is taken over.
+//   lease:<job>:x<pid> number  takeover guard of a dead holder's lease (TTL of the lease).
+// Workers (store/workers.ts)
+//   w:<id>       string   heartbeat of worker <id>: "pid applied time digest retired luaKB" (encoded and
+//                          decoded only in store/workers.ts). Overwritten by each report; never expires (a
+//                          respawned worker reuses its id).
+// State file (store/state_file.ts)
 //   sf:saved     number   the version last written to the state file.
-//   sf:owner     number   pid of the worker writing the state file now (TTL).
-//   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
+// Passive peer health (store/peer_health.ts); <peer> is the endpoint id "host:port", "[v6]:port" or "unix:/p"
+//   f:<peer>     number   passive failures of the peer; TTL fail_timeout (2 x fail_timeout once marked down).
 //   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
 //   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
 //                          workers cache both and re-read them only when it moves (one get per request).
-//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns).
-//   dns:owner    number   pid of the worker that resolves names now (dyups.dns.refresh); TTL ownerTtl()
-//                          = max(2 s, 3 sync_interval), renewed every tick while that worker lives; a dead owner's key expires
-//                          and the next worker's dict:add takes over.
+//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns);
+//                          deleted when it falls to 0.
+// DNS (store/dns.ts)
 //   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next
 //                          refresh time, error, stale-since. <key> is "a:<host>" (A, else AAAA) or
-//                          "srv:<_svc._tcp.host>". Written by the owner only; expires (next + dns_stale_ttl +
-//                          300 s) unless refreshed, so a query nobody needs any more goes away on its own.
-//   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (owner; read by /status).
-//   hc:*                  owned by the health checker.
-// Peer state is keyed by address, not by version, so it survives replacing the upstream.
+//                          "srv:<_svc._tcp.host>". Written by the dns lease holder only; expires (next +
+//                          dns_stale_ttl + 300 s) unless refreshed, so a query nobody needs goes away on its own.
+//   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (read by /status).
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
 export const UPSTREAM_PREFIX = "u:";
 export const COUNT = "n";
-export const LOCK = "lock";
 export const BOOT = "boot";
 export const CONF_SEEN = "confseen";
+export const LEASE_PREFIX = "lease:";
 export const WORKER_PREFIX = "w:";
 export const STATE_SAVED = "sf:saved";
-export const STATE_OWNER = "sf:owner";
 export const FAILS_PREFIX = "f:";
 export const DOWN_PREFIX = "d:";
 export const CONNS_PREFIX = "k:";
 export const HEALTH_GEN = "hg";
-export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
-export const LEASE_PREFIX = "lease:";
+
+/** Lease names (lease:<job>). */
+export const WRITE_LEASE = "write";
+export const STATE_FILE_LEASE = "state_file";
+/** The writers' lock key (specs hold it to simulate a busy writer). */
+export const LOCK = LEASE_PREFIX + WRITE_LEASE;
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

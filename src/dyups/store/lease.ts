@@ -10,6 +10,9 @@
 // same dead holder exactly one deletes its key; the others then race for the free key with add, as usual.
 // Pid reuse by an unrelated process within a TTL would delay the takeover until the TTL: harmless.
 //
+// Two ways to take a lease: claim() for an elected job (the holder renews it by claiming again), acquire()
+// for an exclusive lock (a second acquire fails even in the holder's own process, since two requests of
+// one worker may both be inside a yielding section).
 // Phases: any (shm and one syscall; never yields). Cost: claim = one add (free) or get + add; renew = get + set.
 import * as ffi from "ffi";
 import { dict } from "./dict";
@@ -17,7 +20,7 @@ import { LEASE_PREFIX } from "./keys";
 
 // pcall: another module may have declared kill already (a redefinition raises)
 pcall(ffi.cdef, "int kill(int pid, int sig);");
-const C = ffi.C as unknown as { kill(this: void, pid: number, sig: number): number };
+const C = ffi.C as { kill(this: void, pid: number, sig: number): number };
 const ESRCH = 3;
 
 /** true unless the process `pid` certainly does not exist (EPERM: it exists, under another user). */
@@ -51,10 +54,34 @@ export function claim(name: string, ttl: number): boolean {
         if (holder === undefined) return d.add(key, pid, ttl)[0] === true;
         return false;
     }
-    // the holder is dead: exactly one claimant wins the takeover guard and frees the key
-    const [won] = d.add(`${key}:x${holder as number}`, pid, ttl);
-    if (won && d.get(key)[0] === holder) d.delete(key);
+    return takeOver(d, key, holder as number, pid, ttl);
+}
+
+/** The holder is dead: exactly one claimant wins the takeover guard and frees the key; then the usual add. */
+function takeOver(d: NgxSharedDict, key: string, dead: number, pid: number, ttl: number): boolean {
+    const [won] = d.add(`${key}:x${dead}`, pid, ttl);
+    if (won && d.get(key)[0] === dead) {
+        d.delete(key);
+        ngx.log(ngx.WARN, "dyups: ", key, " was held by process ", dead, ", which is gone: taken over");
+    }
     return d.add(key, pid, ttl)[0] === true;
+}
+
+/**
+ * Takes lease NAME for ttl seconds only if nobody holds it (or its holder is dead): an exclusive lock,
+ * for a critical section that must not be entered twice, even by two requests of this worker. Never waits.
+ */
+export function acquire(name: string, ttl: number): boolean {
+    const d = dict();
+    const key = LEASE_PREFIX + name;
+    const pid = me();
+    const [ok, err] = d.add(key, pid, ttl);
+    if (ok) return true;
+    if (err !== "exists") return false;
+    const [holder] = d.get(key);
+    if (holder === undefined) return d.add(key, pid, ttl)[0] === true;
+    if (holder === pid || type(holder) !== "number" || pidAlive(holder as number)) return false;
+    return takeOver(d, key, holder as number, pid, ttl);
 }
 
 /** Extends NAME by ttl seconds if this process holds it. Returns whether it does. */

@@ -1,15 +1,18 @@
 /** @noSelfInFile */
 // Persistence across restarts: the state file (option state_file) holds every upstream's body, written
 // atomically (temp file in the same folder, then rename: a reader never sees a torn file) by one worker at
-// a time (sf:owner, taken with add + TTL), after the version moved past sf:saved. Loaded by init() when the
+// a time (the state_file lease), after the version moved past sf:saved. Loaded by init() when the
 // shared dict is fresh (a start, not a reload: the dict survives reload).
 // Phases: save from timers (blocking file I/O of a few KB..MB, off the request path); load from init.
 import * as cjson from "cjson.safe";
+import type { Result } from "../errors";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { currentVersion, namesInOrder, readRecord } from "./command_log";
-import { CONF_SEEN, STATE_OWNER, STATE_SAVED } from "./keys";
-import { shm } from "./shm";
+import { confSeen } from "./boot";
+import { dict } from "./dict";
+import { STATE_FILE_LEASE, STATE_SAVED } from "./keys";
+import { acquire, release } from "./lease";
 
 export const FORMAT = "dyups-state/1";
 
@@ -30,34 +33,37 @@ export interface StateFile {
     conf_seen: LuaTable<string, string>;
 }
 
-/** Writes the state file if the log moved since the last save. Returns true when it wrote. Timer phase. */
 let lastError: string | undefined;
 let retryAt = 0;
 
 /** Logs a save failure once per distinct error, and backs off 1 s before the next try. */
-function failed(path: string, err: string): LuaMultiReturn<[boolean, string | undefined]> {
+function failed(path: string, err: string): Result<boolean> {
     if (err !== lastError) ngx.log(ngx.ERR, "dyups: cannot save state to ", path, ": ", err);
     lastError = err;
     retryAt = ngx.now() + 1;
-    return $multi(false, err);
+    return $multi(undefined, err);
 }
 
-export function saveIfChanged(force?: boolean): LuaMultiReturn<[boolean, string | undefined]> {
+/**
+ * Writes the state file if the log moved since the last save. Returns true when it wrote, false when there
+ * was nothing to write (or another worker is writing), or [undefined, reason] when the save failed (logged
+ * once per distinct error; retried after 1 s). Timer phase (blocking file I/O, off the request path).
+ */
+export function saveIfChanged(force?: boolean): Result<boolean> {
     const path = getOptions().state_file;
     if (path === undefined) return $multi(false, undefined);
-    if (!force && ngx.now() < retryAt) return $multi(false, lastError);
-    const dict = shm();
+    if (!force && ngx.now() < retryAt && lastError !== undefined) return $multi(undefined, lastError);
+    const d = dict();
     const v = currentVersion();
-    const [saved] = dict.get(STATE_SAVED);
+    const [saved] = d.get(STATE_SAVED);
     if (!force && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
-    const [mine] = dict.add(STATE_OWNER, ngx.worker.pid(), 10);
-    if (!mine) return $multi(false, undefined);
+    if (!acquire(STATE_FILE_LEASE, 10)) return $multi(false, undefined);
     const [ok, err] = pcall(write, path, v);
-    dict.delete(STATE_OWNER);
+    release(STATE_FILE_LEASE);
     if (!ok || err !== undefined) return failed(path, tostring(err));
     if (lastError !== undefined) ngx.log(ngx.NOTICE, "dyups: state saved to ", path, " again");
     lastError = undefined;
-    dict.set(STATE_SAVED, v);
+    d.set(STATE_SAVED, v);
     return $multi(true, undefined);
 }
 
@@ -66,17 +72,10 @@ function write(path: string, v: number): string | undefined {
     for (const [, name] of ipairs(namesInOrder())) {
         const rec = readRecord(name);
         if (rec !== undefined) {
-            (ups as unknown as LuaTable<number, SavedUpstream>).set(ups.length + 1,
-                { name, body: rec.body, source: rec.source, endpoints: rec.endpoints });
+            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints };
         }
     }
-    const [seenRaw] = shm().get(CONF_SEEN);
-    let seen: unknown = {};
-    if (seenRaw !== undefined) {
-        const [s] = cjson.decode(seenRaw as string);
-        if (s !== undefined) seen = s;
-    }
-    const state = { format: FORMAT, version: v, saved_at: ngx.now(), upstreams: ups, conf_seen: seen };
+    const state = { format: FORMAT, version: v, saved_at: ngx.now(), upstreams: ups, conf_seen: confSeen() };
     const [text, eerr] = cjson.encode(state);
     if (text === undefined) return `cannot encode state: ${eerr}`;
     const tmp = `${path}.tmp.${ngx.worker.pid()}`;

@@ -17,39 +17,11 @@
 // Versions own nothing outside the Lua heap (peer state is keyed by address in shm and survives versions),
 // so release only unlinks them; their peer sets go to the GC with the last reference.
 // Phases: any (balancer included): no yields, only shm reads and JSON decoding.
-import { buildPeerSet, PeerInit, PeerSet } from "./balance/peer_set";
-import { Endpoint, UpstreamRecord } from "./model";
-import { getOptions } from "./options";
-import { allNames, changedSince, decodeRecord, readRaw } from "./store/command_log";
-import { CONNS_PREFIX, DOWN_PREFIX, FAILS_PREFIX, VERSION, WORKER_PREFIX } from "./store/keys";
-import { shm } from "./store/shm";
-
-/** A peer set plus the shm keys of each peer (precomputed: the hot path builds no strings). */
-export interface Peers extends PeerSet {
-    /** d:<id>, f:<id>, k:<id> per global peer index */
-    dkeys: string[];
-    fkeys: string[];
-    kkeys: string[];
-    /** any peer with max_fails > 0 (passive health accounting on) */
-    anyMaxFails: boolean;
-    /** count active requests per peer (least_conn, random two, max_conns) */
-    trackConns: boolean;
-}
-
-export interface UpstreamVersion {
-    name: string;
-    rev: number;
-    /** spec.method, for the hot path */
-    method: string;
-    peers: Peers;
-    /** hash KEY split into literal text and variable names (hash method only) */
-    keyLits?: string[];
-    keyVars?: string[];
-    keyParts: number;
-    /** requests holding this version */
-    refs: number;
-    retired: boolean;
-}
+import { UpstreamRecord } from "../model";
+import { getOptions } from "../options";
+import { allNames, changedSince, currentVersion, decodeRecord, readRaw } from "../store/command_log";
+import { publishHeartbeat } from "../store/workers";
+import { tryBuild, UpstreamVersion } from "./build";
 
 /** built versions (the hot path's O(1) lookup) */
 const byName: LuaTable<string, UpstreamVersion> = new LuaTable();
@@ -64,107 +36,10 @@ let builtCount = 0;
 let applied = 0;
 /** XOR of revisionHash(name, rev) over this worker's versions: equal digests = identical routing state */
 let digest = 0;
-let dict: NgxSharedDict | undefined;
 
 /** The digest term of one upstream revision (see stateDigest in status.ts for the store's side). */
 export function revisionHash(name: string, rev: number): number {
     return ngx.crc32_short(`${name}:${rev}`);
-}
-
-/** The shm id of an endpoint: "host:port", "[v6]:port", or the unix path. */
-export function endpointId(e: Endpoint): string {
-    if (e.port === 0 || string.sub(e.host, 1, 5) === "unix:") return e.host;
-    if (string.find(e.host, ":", 1, true)[0] !== undefined) return `[${e.host}]:${e.port}`;
-    return `${e.host}:${e.port}`;
-}
-
-/** Split "$request_uri" / "${arg_a}x$cookie_b" into literals and variable names, in order. */
-function splitKey(key: string): LuaMultiReturn<[string[], string[], number]> {
-    const lits: string[] = [];
-    const vars: string[] = [];
-    let n = 0;
-    let pos = 1;
-    const len = key.length;
-    while (pos <= len) {
-        const [s] = string.find(key, "$", pos, true);
-        if (s === undefined) {
-            n = n + 1;
-            (lits as unknown as LuaTable<number, string>).set(n, string.sub(key, pos));
-            (vars as unknown as LuaTable<number, string>).set(n, "");
-            break;
-        }
-        let name: string | undefined;
-        let after: number;
-        if (string.sub(key, s + 1, s + 1) === "{") {
-            const [e] = string.find(key, "}", s + 2, true);
-            name = string.sub(key, s + 2, (e ?? len + 1) - 1);
-            after = (e ?? len) + 1;
-        } else {
-            const [, e] = string.find(key, "^[%w_]+", s + 1);
-            name = e !== undefined ? string.sub(key, s + 1, e) : "";
-            after = (e ?? s) + 1;
-        }
-        n = n + 1;
-        (lits as unknown as LuaTable<number, string>).set(n, string.sub(key, pos, s - 1));
-        (vars as unknown as LuaTable<number, string>).set(n, name);
-        pos = after;
-    }
-    return $multi(lits, vars, n);
-}
-
-/** Builds the immutable version of a record. O(endpoints) (+ the consistent-hash ring). */
-export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
-    const spec = rec.spec;
-    const inits: PeerInit[] = [];
-    let n = 0;
-    for (const [i, s] of ipairs(spec.servers)) {
-        const eps = (rec.endpoints as unknown as LuaTable<number, Endpoint[]>).get(i);
-        if (eps !== undefined) {
-            for (const [, e] of ipairs(eps)) {
-                n = n + 1;
-                (inits as unknown as LuaTable<number, PeerInit>).set(n, {
-                    id: endpointId(e),
-                    server: s.addr,
-                    host: e.host,
-                    port: e.port,
-                    weight: e.weight ?? s.weight,
-                    maxFails: s.maxFails,
-                    failTimeout: s.failTimeout,
-                    maxConns: s.maxConns,
-                    backup: s.backup,
-                    down: s.down,
-                });
-            }
-        }
-    }
-    const set = buildPeerSet(inits, {
-        method: spec.method,
-        hashConsistent: spec.hashConsistent === true,
-        randomTwo: spec.randomTwo === true,
-    }) as Peers;
-    set.dkeys = [];
-    set.fkeys = [];
-    set.kkeys = [];
-    let anyMaxFails = false;
-    let anyMaxConns = false;
-    for (let gi = 1; gi <= set.total; gi++) {
-        const id = (set.ids as unknown as LuaTable<number, string>).get(gi);
-        (set.dkeys as unknown as LuaTable<number, string>).set(gi, DOWN_PREFIX + id);
-        (set.fkeys as unknown as LuaTable<number, string>).set(gi, FAILS_PREFIX + id);
-        (set.kkeys as unknown as LuaTable<number, string>).set(gi, CONNS_PREFIX + id);
-        if ((set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) anyMaxFails = true;
-        if ((set.maxConns as unknown as LuaTable<number, number>).get(gi) > 0) anyMaxConns = true;
-    }
-    set.anyMaxFails = anyMaxFails;
-    set.trackConns = anyMaxConns || spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
-    const ver: UpstreamVersion = { name: rec.name, rev: rec.rev, method: spec.method, peers: set, keyParts: 0, refs: 0, retired: false };
-    if (spec.method === "hash" && spec.hashKey !== undefined) {
-        const [lits, vars, parts] = splitKey(spec.hashKey);
-        ver.keyLits = lits;
-        ver.keyVars = vars;
-        ver.keyParts = parts;
-    }
-    return ver;
 }
 
 function retire(ver: UpstreamVersion): void {
@@ -182,15 +57,11 @@ export function releaseRetired(ver: UpstreamVersion): void {
     }
 }
 
-/** Builds a version; logs and returns undefined when that fails (a bug: records are validated before they are written). */
+/** Builds a version; undefined when that fails (a bug, logged at alert; not retried for this revision). */
 function build(name: string, rec: UpstreamRecord): UpstreamVersion | undefined {
-    const [ok, ver] = pcall(buildVersion, rec);
-    if (!ok) {
-        ngx.log(ngx.ALERT, "dyups: cannot build upstream ", name, " revision ", rec.rev, ": ", ver);
-        failed.set(name, rec.rev);
-        return undefined;
-    }
-    return ver as UpstreamVersion;
+    const [ver] = tryBuild(rec);
+    if (ver === undefined) failed.set(name, rec.rev);
+    return ver;
 }
 
 function link(name: string, ver: UpstreamVersion): void {
@@ -248,17 +119,15 @@ function rebuildAll(): void {
 }
 
 function publish(): void {
-    const d = dict ?? shm();
-    // "pid applied time digest retired luaKB": what GET /status shows per worker
-    d.set(WORKER_PREFIX + ngx.worker.id(),
-        `${ngx.worker.pid()} ${applied} ${ngx.now()} ${digest} ${retiredCount} ${math.floor(collectgarbage("count"))}`);
+    publishHeartbeat(ngx.worker.id(), {
+        pid: ngx.worker.pid(), applied, at: ngx.now(), digest, retired: retiredCount,
+        luaKb: math.floor(collectgarbage("count")),
+    });
 }
 
-/** Catch up to version `v` (or to the current one). Returns how many names were applied. */
+/** Catch up to version `v` (or to the current one). Returns how many names were applied (-1: full rebuild). */
 export function catchUp(v?: number): number {
-    const d = dict ?? shm();
-    dict = d;
-    const target = v ?? (((d.get(VERSION)[0] as number | undefined) ?? 0));
+    const target = v ?? currentVersion();
     if (target === applied) return 0;
     const from = applied;
     let count = 0;
@@ -287,10 +156,8 @@ export function catchUp(v?: number): number {
 
 /** The version gate: one shm get when nothing changed. */
 export function sync(): void {
-    const d = dict ?? shm();
-    dict = d;
-    const [v] = d.get(VERSION);
-    if (v !== undefined && v !== applied) catchUp(v as number);
+    const v = currentVersion();
+    if (v !== applied) catchUp(v);
 }
 
 /** The version this worker routes by for NAME (lowercase), or undefined. O(1); builds it on first use. */
@@ -350,7 +217,7 @@ export function stats(): RegistryStats {
     return { applied, digest, upstreams: upstreamCount, built: builtCount, retired: retiredCount, refs, retiredRefs: rr };
 }
 
-/** Iterate the names of current upstreams with their revisions (status, DNS). */
-export function eachName(): LuaIterable<LuaMultiReturn<[string, number]>> {
-    return pairs(revs) as unknown as LuaIterable<LuaMultiReturn<[string, number]>>;
+/** The names of current upstreams with their revisions, to iterate with for..of (status, DNS). Read only. */
+export function eachName(): LuaPairsIterable<string, number> {
+    return revs;
 }

@@ -1,0 +1,70 @@
+/** @noSelfInFile */
+// The write pipeline behind the HTTP interface, the Lua API, upstream_conf and the state file:
+//   update: validate the name, parse + validate the body, resolve endpoints (non-blocking where the phase
+//   allows), build the peer set in a sandbox (exactly what every worker will build), and only then commit
+//   to the command log. Any failure before the commit changes nothing. After the commit this worker catches
+//   up at once; the others do on their next request (version gate) or timer tick.
+// Contract: every function returns a StatusResult: the new version, or [undefined, reason, status] with the
+// original module's messages (404 "not found uptream", 409 "wait and try again\n") and 400
+// "add server failed: REASON" where the original gave 500 "add server failed". The callers (interface,
+// Lua API) turn it into their own answer.
+import type { Result, StatusResult } from "./errors";
+import { Endpoint, UpstreamRecord } from "./model";
+import { parseBody, validateName } from "./parse/upstream";
+import { canYield } from "./phase";
+import { resolveEndpoints } from "./dns/resolve";
+import { tryBuild } from "./registry/build";
+import { catchUp } from "./registry/sync";
+import { commit, namesInOrder, readRecord } from "./store/command_log";
+
+export const ADD_FAILED = "add server failed";
+
+/** Builds the record a body describes, or [undefined, reason]. No side effects. */
+export function prepare(name: string, body: string, source: string): Result<UpstreamRecord> {
+    const [spec, perr] = parseBody(body);
+    if (spec === undefined) return $multi(undefined, perr);
+    const [endpoints, rerr] = resolveEndpoints(spec, canYield());
+    if (endpoints === undefined) return $multi(undefined, rerr);
+    const rec: UpstreamRecord = { name, body, spec, endpoints: endpoints as Endpoint[][], rev: 0, source };
+    return $multi(rec, undefined);
+}
+
+/**
+ * Create or replace upstream NAME. Returns the new version, or [undefined, reason, status]: 400 "add server
+ * failed: REASON"; 409 "wait and try again\n" (lock busy); 412 (expectRev mismatch); 429 (max_upstreams);
+ * 507 (dict full); 500 (a bug: the sandbox build failed; logged at alert).
+ */
+export function update(name: string, body: string, expectRev?: number, source?: string): StatusResult<number> {
+    const [lname, nerr] = validateName(name);
+    if (lname === undefined) return $multi(undefined, `${ADD_FAILED}: ${nerr}`, 400);
+    const [rec, err] = prepare(lname, body, source ?? "api");
+    if (rec === undefined) return $multi(undefined, `${ADD_FAILED}: ${err}`, 400);
+    const [ver, berr] = tryBuild(rec);
+    if (ver === undefined) return $multi(undefined, `${ADD_FAILED}: ${berr}`, 500);
+    const [v, reason, status] = commit(lname, rec, expectRev);
+    if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
+    catchUp();
+    return $multi(v, undefined, undefined);
+}
+
+/** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412. */
+export function remove(name: string, expectRev?: number): StatusResult<number> {
+    const [lname] = validateName(name);
+    if (lname === undefined) return $multi(undefined, "not found uptream", 404);
+    const [v, reason, status] = commit(lname, undefined, expectRev);
+    if (v === undefined) return $multi(undefined, reason, status);
+    catchUp();
+    return $multi(v, undefined, undefined);
+}
+
+/** The stored record of NAME (any case), or undefined. */
+export function get(name: string): UpstreamRecord | undefined {
+    const [lname] = validateName(name);
+    if (lname === undefined) return undefined;
+    return readRecord(lname);
+}
+
+/** Names of all upstreams, in creation order. */
+export function list(): string[] {
+    return namesInOrder();
+}

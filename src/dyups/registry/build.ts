@@ -1,0 +1,125 @@
+/** @noSelfInFile */
+// Building the immutable UpstreamVersion a worker routes by, from a stored record: its peer set (balance/),
+// the per-peer shm keys (store/peer_health.ts) and the parts of a `hash` key. Pure but for the key names.
+// Runs wherever a version is built: the registry's catch-up and lazy builds (any phase, balancer included)
+// and the write pipeline's sandbox build. O(endpoints), plus the ring of `hash ... consistent`.
+import { buildPeerSet } from "../balance/peer_set";
+import type { PeerInit } from "../balance/types";
+import type { Result } from "../errors";
+import { Endpoint, UpstreamRecord } from "../model";
+import { attachPeerKeys, Peers } from "../store/peer_health";
+
+export interface UpstreamVersion {
+    name: string;
+    rev: number;
+    /** spec.method, for the hot path */
+    method: string;
+    peers: Peers;
+    /** hash KEY split into literal text and variable names (hash method only) */
+    keyLits?: string[];
+    keyVars?: string[];
+    keyParts: number;
+    /** requests holding this version */
+    refs: number;
+    retired: boolean;
+}
+
+/** The id of an endpoint (keys its shared peer state): "host:port", "[v6]:port", or the unix path. */
+export function endpointId(e: Endpoint): string {
+    if (e.port === 0 || string.sub(e.host, 1, 5) === "unix:") return e.host;
+    if (string.find(e.host, ":", 1, true)[0] !== undefined) return `[${e.host}]:${e.port}`;
+    return `${e.host}:${e.port}`;
+}
+
+/** Split "$request_uri" / "${arg_a}x$cookie_b" into literals and variable names, in order. */
+function splitKey(key: string): LuaMultiReturn<[string[], string[], number]> {
+    const lits: string[] = [];
+    const vars: string[] = [];
+    let n = 0;
+    let pos = 1;
+    const len = key.length;
+    while (pos <= len) {
+        const [s] = string.find(key, "$", pos, true);
+        if (s === undefined) {
+            n = n + 1;
+            lits[n - 1] = string.sub(key, pos);
+            vars[n - 1] = "";
+            break;
+        }
+        let name: string;
+        let after: number;
+        if (string.sub(key, s + 1, s + 1) === "{") {
+            const [e] = string.find(key, "}", s + 2, true);
+            name = string.sub(key, s + 2, (e ?? len + 1) - 1);
+            after = (e ?? len) + 1;
+        } else {
+            const [, e] = string.find(key, "^[%w_]+", s + 1);
+            name = e !== undefined ? string.sub(key, s + 1, e) : "";
+            after = (e ?? s) + 1;
+        }
+        n = n + 1;
+        lits[n - 1] = string.sub(key, pos, s - 1);
+        vars[n - 1] = name;
+        pos = after;
+    }
+    return $multi(lits, vars, n);
+}
+
+/**
+ * Builds the immutable version of a validated record. O(endpoints) (+ the consistent-hash ring).
+ * Contract: records are validated before they are written, so this cannot fail for one; a record that is
+ * not valid is a caller's bug and raises (see tryBuild for the guarded form).
+ */
+export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
+    const spec = rec.spec;
+    const inits: PeerInit[] = [];
+    let n = 0;
+    for (const [i, s] of ipairs(spec.servers)) {
+        const eps = rec.endpoints[i - 1];
+        if (eps !== undefined) {
+            for (const [, e] of ipairs(eps)) {
+                n = n + 1;
+                inits[n - 1] = {
+                    id: endpointId(e),
+                    server: s.addr,
+                    host: e.host,
+                    port: e.port,
+                    weight: e.weight ?? s.weight,
+                    maxFails: s.maxFails,
+                    failTimeout: s.failTimeout,
+                    maxConns: s.maxConns,
+                    backup: s.backup,
+                    down: s.down,
+                };
+            }
+        }
+    }
+    const set = buildPeerSet(inits, {
+        method: spec.method,
+        hashConsistent: spec.hashConsistent === true,
+        randomTwo: spec.randomTwo === true,
+    });
+    const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
+    const ver: UpstreamVersion = {
+        name: rec.name, rev: rec.rev, method: spec.method, peers: attachPeerKeys(set, countConns),
+        keyParts: 0, refs: 0, retired: false,
+    };
+    if (spec.method === "hash" && spec.hashKey !== undefined) {
+        const [lits, vars, parts] = splitKey(spec.hashKey);
+        ver.keyLits = lits;
+        ver.keyVars = vars;
+        ver.keyParts = parts;
+    }
+    return ver;
+}
+
+/**
+ * buildVersion behind a guard, for callers that must not raise (the balancer's lazy build, the catch-up, the
+ * write pipeline's sandbox). A failure is a bug: it is logged at alert and returned as a reason.
+ */
+export function tryBuild(rec: UpstreamRecord): Result<UpstreamVersion> {
+    const [ok, ver] = pcall(buildVersion, rec);
+    if (ok) return $multi(ver, undefined);
+    ngx.log(ngx.ALERT, "dyups: cannot build upstream ", rec.name, " revision ", rec.rev, " (a bug: the record was validated): ", ver);
+    return $multi(undefined, `cannot build the peer set: ${tostring(ver)}`);
+}

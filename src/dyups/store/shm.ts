@@ -1,3 +1,0 @@
-/** @noSelfInFile */
-// Transitional alias of store/dict (removed by the structure change).
-export { dict as shm, resetDict as resetShm } from "./dict";
