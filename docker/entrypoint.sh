@@ -16,7 +16,7 @@
 # WORKERS (auto), WORKER_CONNECTIONS (1024), LOG_LEVEL (notice), ACCESS_LOG (off; e.g. /dev/stdout),
 # DEMO_BACKENDS ("8088 8089"; empty: none), UPSTREAM_CONF (/etc/dyups/upstream.conf; empty: none),
 # STATE_FILE (/var/lib/dyups/state.json; empty: no persistence), NGINX_TEMPLATE (/etc/dyups/nginx.conf),
-# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_HOME (/opt/dyups),
+# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_PREFIX (/usr/local: where install.sh put the release),
 # ADMIN_TOKENS_FILE (empty: no tokens, the interface serves loopback clients only; set: init()'s admin_tokens_file,
 # generated with one random write token named "admin", mode 600, when it does not exist).
 set -eu
@@ -24,9 +24,9 @@ set -eu
 : "${PROXY_ADDR:=127.0.0.1}" "${PROXY_PORT:=8080}" "${API_PORT:=8081}"
 : "${WORKERS:=auto}" "${WORKER_CONNECTIONS:=1024}" "${LOG_LEVEL:=notice}" "${ACCESS_LOG:=off}"
 : "${DEMO_BACKENDS=8088 8089}" "${UPSTREAM_CONF=/etc/dyups/upstream.conf}" "${STATE_FILE=/var/lib/dyups/state.json}"
-: "${NGINX_TEMPLATE:=/etc/dyups/nginx.conf}" "${DYUPS_RUN:=/run/dyups}" "${DYUPS_HOME:=/opt/dyups}"
+: "${NGINX_TEMPLATE:=/etc/dyups/nginx.conf}" "${DYUPS_RUN:=/run/dyups}" "${DYUPS_PREFIX:=/usr/local}"
 export PROXY_ADDR PROXY_PORT API_PORT WORKERS WORKER_CONNECTIONS LOG_LEVEL ACCESS_LOG DEMO_BACKENDS \
-  UPSTREAM_CONF STATE_FILE NGINX_TEMPLATE DYUPS_RUN DYUPS_HOME
+  UPSTREAM_CONF STATE_FILE NGINX_TEMPLATE DYUPS_RUN DYUPS_PREFIX
 
 log() { echo "dyups-entrypoint: $*" >&2; }
 die() { echo "dyups-entrypoint: ERROR: $*" >&2; exit 1; }

@@ -8,6 +8,7 @@
 //   balance()       balancer_by_lua (nginx/dyups.conf)    log()  log_by_lua   (phases/balancer.ts)
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API; pipeline.ts)
 //   get(name) -> table | nil, list() -> { names }, status() -> table, version() -> log, applied
+//   _VERSION        the release version ("0.1.0"; from package.json, see tools/build.sh)
 import { balance as balancePhase, logPhase } from "./phases/balancer";
 import { handle } from "./http/interface";
 import * as pipeline from "./pipeline";
@@ -15,6 +16,10 @@ import { appliedVersion, sync } from "./registry/sync";
 import { start, startWorker } from "./startup";
 import { statusReport } from "./status";
 import { currentVersion } from "./store/command_log";
+import { VERSION } from "dyups.version";
+
+/** The release version (semver), as in GET /status `dyups_version` and the workers' start-up log line. */
+export const _VERSION = VERSION;
 
 export function init(opts?: unknown): void {
     start(opts);

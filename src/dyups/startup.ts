@@ -23,6 +23,7 @@ import { resetDict } from "./store/dict";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -126,5 +127,5 @@ export function startWorker(): void {
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
-    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion());
+    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion(), ", dyups ", VERSION);
 }

@@ -1,5 +1,6 @@
 /** @noSelfInFile */
 // GET /status: what an operator needs to see that every worker converged. Content phase only.
+//   dyups_version  the release version (semver)
 //   version        the log's committed version
 //   digest         the digest of the stored state (each caught-up worker's digest equals it)
 //   workers[]      per worker id: pid, applied version, lag (version - applied), seconds since last report
@@ -11,6 +12,7 @@ import { allNames, currentVersion, readRecord, upstreamCount } from "./store/com
 import { usage } from "./store/dict";
 import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
+import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
 export function stateDigest(): number {
@@ -41,6 +43,7 @@ export function statusReport(): unknown {
     for (const [, r] of pairs(s.refs)) held = held + r;
     const u = usage();
     return {
+        dyups_version: VERSION,
         version,
         digest: stateDigest(),
         upstreams: upstreamCount(),
