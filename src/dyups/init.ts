@@ -27,6 +27,8 @@ import { BOOT, CONF_SEEN } from "./store/keys";
 import { resetShm, shm } from "./store/shm";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { healthRelease, healthTick } from "./health/prober";
+import { bumpConfGeneration } from "./store/health";
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -109,6 +111,7 @@ export function init(opts?: unknown): void {
     const [enc] = cjson.encode(seen);
     dict.set(CONF_SEEN, enc ?? "{}");
     dict.set(BOOT, "1");
+    bumpConfGeneration();
 }
 
 function tick(premature: boolean): void {
@@ -116,6 +119,7 @@ function tick(premature: boolean): void {
         // nginx is stopping or reloading: a last save of anything not yet written
         pcall(saveIfChanged);
         pcall(dnsRelease);
+        pcall(healthRelease);
         return;
     }
     const [ok, err] = pcall(sync);
@@ -124,6 +128,8 @@ function tick(premature: boolean): void {
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
+    const [hok, herr] = pcall(healthTick);
+    if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
 }
 
 export function init_worker(): void {

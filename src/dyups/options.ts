@@ -29,6 +29,8 @@ export interface Options {
     dns_stale_ttl: number;
     /** DNS query timeout (seconds) */
     dns_timeout: number;
+    /** active health checks: probes in flight at once (the prober's light threads) */
+    check_concurrency: number;
 }
 
 export const DEFAULTS: Options = {
@@ -42,6 +44,7 @@ export const DEFAULTS: Options = {
     dns_max_ttl: 3600,
     dns_stale_ttl: 3600,
     dns_timeout: 2,
+    check_concurrency: 100,
 };
 
 type Kind = "string" | "number" | "boolean" | "list";
@@ -59,6 +62,7 @@ KINDS.set("dns_min_ttl", "number");
 KINDS.set("dns_max_ttl", "number");
 KINDS.set("dns_stale_ttl", "number");
 KINDS.set("dns_timeout", "number");
+KINDS.set("check_concurrency", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -89,6 +93,9 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.dns_max_ttl >= o.dns_min_ttl)) return $multi(undefined, `option "dns_max_ttl" must be >= dns_min_ttl`);
     if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
     if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
+    if (!(o.check_concurrency >= 1 && o.check_concurrency <= 10000) || math.floor(o.check_concurrency) !== o.check_concurrency) {
+        return $multi(undefined, `option "check_concurrency" must be an integer in [1, 10000]`);
+    }
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {
             if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {

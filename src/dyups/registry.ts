@@ -18,6 +18,7 @@
 // so release only unlinks them; their peer sets go to the GC with the last reference.
 // Phases: any (balancer included): no yields, only shm reads and JSON decoding.
 import { buildPeerSet, PeerInit, PeerSet } from "./balance/peer_set";
+import { attachChecks } from "./health/attach";
 import { Endpoint, UpstreamRecord } from "./model";
 import { getOptions } from "./options";
 import { allNames, changedSince, decodeRecord, readRaw } from "./store/command_log";
@@ -34,6 +35,10 @@ export interface Peers extends PeerSet {
     anyMaxFails: boolean;
     /** count active requests per peer (least_conn, random two, max_conns) */
     trackConns: boolean;
+    /** active health checks (health/attach.ts): hc:d key per gi ("" for servers marked down), else undefined */
+    hcKeys?: string[];
+    /** a checked peer whose state is not stored yet is down (the check's default_down) */
+    hcDefaultDown?: boolean;
 }
 
 export interface UpstreamVersion {
@@ -156,6 +161,7 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         if ((set.maxConns as unknown as LuaTable<number, number>).get(gi) > 0) anyMaxConns = true;
     }
     set.anyMaxFails = anyMaxFails;
+    attachChecks(set, spec);
     set.trackConns = anyMaxConns || spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
     const ver: UpstreamVersion = { name: rec.name, rev: rec.rev, method: spec.method, peers: set, keyParts: 0, refs: 0, retired: false };
     if (spec.method === "hash" && spec.hashKey !== undefined) {

@@ -15,6 +15,7 @@
 // end time, so its expiry needs no shm read either.
 import { noteFailure, PeerState } from "../balance/peer_set";
 import { Peers } from "../registry";
+import { checkedDown, flushCheckCache } from "../health/cache";
 import { HEALTH_GEN } from "../store/keys";
 import { shm } from "../store/shm";
 
@@ -34,6 +35,7 @@ function d(): NgxSharedDict {
 
 function flush(gen: number): void {
     seenGen = gen;
+    flushCheckCache();
     downUntil = new LuaTable();
     failing = new LuaTable();
 }
@@ -46,6 +48,8 @@ export function healthSync(): void {
 }
 
 function available(set: Peers, gi: number): boolean {
+    // active checks (health/cache.ts): also for a lone server, as the check module
+    if (set.hcKeys !== undefined && checkedDown(set, gi)) return false;
     // like nginx, a lone server is never taken out for failures (there is nothing else to try)
     if (!set.single && (set.maxFails as unknown as LuaTable<number, number>).get(gi) > 0) {
         const dkey = (set.dkeys as unknown as LuaTable<number, string>).get(gi);

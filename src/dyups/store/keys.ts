@@ -25,7 +25,19 @@
 //                          "srv:<_svc._tcp.host>". Written by the owner only; expires (next + dns_stale_ttl +
 //                          300 s) unless refreshed, so a query nobody needs any more goes away on its own.
 //   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (owner; read by /status).
-//   hc:*                  owned by the health checker.
+//   hc:s:<id>    string   health state of one checked peer (health/state.ts encoding: up/down, rise/fall counters,
+//                          since, last probe, probes, failures, last error). <id> = "<config id>/<host:port>"
+//                          (health/config.ts): peer address + check configuration. Written by the prober after
+//                          every probe; deleted by it a few seconds after no upstream lists the peer any more;
+//                          TTL 2 x interval + timeout + 60 s as a safety net (a prober that died mid-release).
+//   hc:d:<id>    number   1 = down, 0 = up: the only part the balancer reads (through the per-worker health cache,
+//                          re-read when `hg` moves). Written with hc:s on creation and on every up/down change,
+//                          which then bumps `hg`. Same lifetime as hc:s.
+//   hc:gen       number   configuration generation shown on the check_status page: incremented by init() at
+//                          every start and reload (the module's zone generation). Never expires.
+//   hc:p         string   JSON of the prober's figures (pid, targets, probes/s, lag percentiles, in flight),
+//                          rewritten by the prober about once a second; TTL 10 s.
+//   lease:health          the prober's lease (store/lease.ts): one worker probes for the node.
 // Peer state is keyed by address, not by version, so it survives replacing the upstream.
 
 export const VERSION = "v";
@@ -46,6 +58,10 @@ export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
 export const LEASE_PREFIX = "lease:";
+export const HEALTH_STATE_PREFIX = "hc:s:";
+export const HEALTH_DOWN_PREFIX = "hc:d:";
+export const HEALTH_CONF_GEN = "hc:gen";
+export const HEALTH_PROBER = "hc:p";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;
