@@ -10,6 +10,7 @@ import { Endpoint, UpstreamRecord } from "./model";
 import { parseBody, validateName } from "./parse/upstream";
 import { resolveEndpoints } from "./dns/resolve";
 import { buildVersion, catchUp } from "./registry";
+import { healthFits } from "./health/capacity";
 import { canYield, commit, namesInOrder, readRecord } from "./store/command_log";
 
 export const ADD_FAILED = "add server failed";
@@ -35,6 +36,8 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     if (lname === undefined) return $multi(400, `${ADD_FAILED}: ${nerr}`);
     const [rec, err] = prepare(lname, body, source ?? "api");
     if (rec === undefined) return $multi(400, `${ADD_FAILED}: ${err}`);
+    const [fits, ferr] = healthFits(rec); // active checks: the peers' states must fit in the dict
+    if (fits === undefined) return $multi(507, `${ADD_FAILED}: ${ferr}`);
     const [v, reason, status] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(status as number, status === 409 ? (reason as string) : `${ADD_FAILED}: ${reason}`);
     catchUp();

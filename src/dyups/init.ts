@@ -7,6 +7,7 @@
 //   balance()       balancer_by_lua (nginx/dyups.conf)        log()  log_by_lua (nginx/dyups.conf)
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API)
 //   get(name) -> table | nil, list() -> { names }, status() -> table
+//   check_status([format])  content_by_lua: the check module's status page; health(name) -> active health
 //
 // Start-up precedence (restart: the dict is new; reload: the dict and everything in it survive):
 //   1. the state file, when there is one and the dict is new (a restart keeps the run-time state);
@@ -28,6 +29,7 @@ import { resetShm, shm } from "./store/shm";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
+import { checkStatusPage, recordHealth } from "./health/status";
 import { bumpConfGeneration } from "./store/health";
 
 function fail(msg: string): never {
@@ -188,6 +190,18 @@ export function get(name: unknown): unknown {
 export function list(): string[] {
     sync();
     return api.list();
+}
+
+/** The check module's status page as a content handler: `location /status { content_by_lua_block { require("dyups").check_status() } }`. */
+export function check_status(format?: string): void {
+    checkStatusPage(format);
+}
+
+/** Active health of upstream NAME: one table per checked address ({ upstream, server, addr, status, rise, fall, since, last_error, ... }), {} without `check`; nil when unknown. */
+export function health(name: unknown): unknown {
+    const rec = api.get(checkString(name, 1, "health"));
+    if (rec === undefined) return undefined;
+    return recordHealth(rec);
 }
 
 export function status(): unknown {

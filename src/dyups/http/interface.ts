@@ -8,13 +8,15 @@
 //   - a bad body is 400 "add server failed: REASON" (nothing changes), never the original's bare 500;
 //   - the whole body is read, chunked or spooled to a temp file;
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
-//   - `?format=json` on /list, /detail and /upstream/NAME; ETag/If-Match revisions for safe concurrent edits.
+//   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
+//     revisions for safe concurrent edits; GET /check_status: the check module's status page.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
 import { get, list, remove, update } from "../api";
 import { endpointId, sync } from "../registry";
 import { Endpoint, UpstreamRecord } from "../model";
 import { statusReport } from "../status";
+import { checkStatusPage, recordHealth } from "../health/status";
 
 function send(status: number, body: string): void {
     ngx.status = status;
@@ -72,6 +74,7 @@ function recordJson(rec: UpstreamRecord): unknown {
         (servers as unknown as LuaTable<number, unknown>).set(i, {
             addr: s.addr, resolved: addrs, weight: s.weight, max_conns: s.maxConns, max_fails: s.maxFails,
             fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
+            health: rec.spec.check !== undefined ? recordHealth(rec, i) : undefined,
         });
     }
     return { name: rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
@@ -128,7 +131,7 @@ function resource(uri: string): LuaMultiReturn<[string[], number]> {
     if (n >= 2 && string.lower(s.get(n - 1)) === "upstream") return $multi(["upstream", s.get(n)], 2);
     if (n >= 1) {
         const last = string.lower(s.get(n));
-        if (last === "list" || last === "detail" || last === "status") return $multi([last], 1);
+        if (last === "list" || last === "detail" || last === "status" || last === "check_status") return $multi([last], 1);
     }
     return $multi(segs, n);
 }
@@ -187,6 +190,7 @@ export function handle(): void {
     const method = ngx.req.get_method();
     const [res, n] = resource(ngx.var.uri ?? "/");
     const r = res as unknown as LuaTable<number, string>;
+    if (n === 1 && r.get(1) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();
