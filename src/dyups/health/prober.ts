@@ -14,7 +14,8 @@
 // probe is due `interval` after the end of the last one (the module's rule, so a timing-out peer is probed
 // every interval + timeout). A new peer is probed at once (the module probes right after a POST); at the
 // start of a tenure, peers whose next probe is already overdue are spread over min(interval, 1 s) (jitter),
-// the others keep their schedule (their last probe time is in shm).
+// the others keep their schedule (their last probe time is in shm). After a new peer's first probe its
+// next one is due at a random point of [interval, 1.5 interval), so peers created together spread out.
 //
 // Results: rise/fall counted as the module (health/state.ts), the state written to hc:s:<id> after every
 // probe, hc:d:<id> + the health generation on every up/down change (so every worker's balancer sees it at
@@ -191,9 +192,13 @@ function runOne(tn: Tenure, t: Target): void {
     tn.inflight = tn.inflight - 1;
     tn.probes = tn.probes + 1;
     if (t.removed || tn.stop) return;
+    const first = t.fresh;
     if (ok) record(tn, t, reason === "", reason);
     else record(tn, t, false, `probe error: ${tostring(reason)}`);
-    t.due = now() + t.cfg.interval / 1000;
+    const interval = t.cfg.interval / 1000;
+    // after a new peer's first probe (run at once), its schedule starts at a random point of
+    // [interval, 1.5 interval) (the module's spacing range), so peers created together do not probe in step
+    t.due = now() + interval + (first ? math.random() * math.min(interval, 1) * 0.5 : 0);
     heapPush(tn.heap, t);
 }
 
@@ -247,6 +252,7 @@ function loop(tn: Tenure): void {
     for (let i = 1; i <= conc; i++) threads[i - 1] = ngx.thread.spawn(probeThread, tn);
     syncTargets(tn, true);
     let lastRenew = now();
+    let lastPublish = lastRenew;
     while (!tn.stop) {
         const at = now();
         if (at - lastRenew >= RENEW_EVERY) {
@@ -256,6 +262,9 @@ function loop(tn: Tenure): void {
             }
             lastRenew = at;
             releaseDue(tn, at);
+        }
+        if (at - lastPublish >= 1) {
+            lastPublish = at;
             publish(tn, at);
         }
         if (ngx.worker.exiting()) break;
