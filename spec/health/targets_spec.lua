@@ -85,7 +85,7 @@ describe("active health in the balancer's cache", function()
     local id = set.hcKeys[1]:sub(#"hc:d:" + 1)
     local st = state.newState(false, ngx.now())
     state.countProbe(st, false, "refused", 2, 1, ngx.now())
-    assert(store.writeState(id, st, true, 1000, 1000))
+    assert(store.writeState(id, st, true, false, 1000, 1000))
     assert.is_true(ps.peerState.available(set, 1)) -- cached until the generation moves
     ps.healthSync()
     assert.is_false(ps.peerState.available(set, 1))

@@ -164,9 +164,12 @@ function record(tn: Tenure, t: Target, alive: boolean, reason: string): void {
     const st = t.st ?? newState(t.cfg.defaultDown, at);
     t.st = st;
     const change = countProbe(st, alive, reason, t.cfg.rise, t.cfg.fall, at);
-    const [ok, err] = writeState(t.id, st, change !== undefined || t.fresh, t.cfg.interval, t.cfg.timeout);
+    // hc:d's TTL is renewed about every 30 s (its value changes only with a transition)
+    const refresh = at - t.dWritten > 30;
+    const [ok, err] = writeState(t.id, st, change !== undefined || t.fresh, refresh, t.cfg.interval, t.cfg.timeout);
     if (ok) {
         t.fresh = false;
+        if (refresh || change !== undefined) t.dWritten = at;
     } else {
         tn.storeErrors = tn.storeErrors + 1;
         if (tn.storeErrors === 1 || tn.storeErrors % 1000 === 0) ngx.log(ngx.ERR, "dyups: health check of ", t.addr, ": ", err, " (", tn.storeErrors, " so far)");

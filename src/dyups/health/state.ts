@@ -59,7 +59,8 @@ export function countProbe(st: HealthState, ok: boolean, reason: string, riseN: 
 
 export function encodeState(st: HealthState): string {
     // "|" cannot be in a number: the error text after it may hold anything (newlines are replaced)
-    const err = string.gsub(st.lastError, "[\r\n]", " ")[0];
+    const e = st.lastError;
+    const err = e === "" || string.find(e, "[\r\n]")[0] === undefined ? e : string.gsub(e, "[\r\n]", " ")[0];
     return `${st.down ? 1 : 0} ${st.rise} ${st.fall} ${st.since} ${st.last} ${st.probes} ${st.failures}|${err}`;
 }
 

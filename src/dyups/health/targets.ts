@@ -28,6 +28,8 @@ export interface Target extends ProbeTarget {
     st: HealthState | undefined;
     /** st was created here and not stored yet */
     fresh: boolean;
+    /** when the prober last wrote hc:d (its TTL is renewed now and then) */
+    dWritten: number;
 }
 
 export interface TargetSet {
@@ -92,7 +94,7 @@ export function applyRecord(ts: TargetSet, name: string, rec: UpstreamRecord | u
         ids[ids.length] = w.id;
         let t = ts.byId.get(w.id);
         if (t === undefined) {
-            t = { id: w.id, addr: w.addr, host: w.host, port: w.port, cfg: w.cfg, pool: `dyups-hc:${w.id}`, refs: 0, names: new LuaTable(), due: 0, removed: false, st: undefined, fresh: false };
+            t = { id: w.id, addr: w.addr, host: w.host, port: w.port, cfg: w.cfg, pool: `dyups-hc:${w.id}`, refs: 0, names: new LuaTable(), due: 0, removed: false, st: undefined, fresh: false, dWritten: 0 };
             ts.byId.set(w.id, t);
             ts.count = ts.count + 1;
             added[added.length] = t;

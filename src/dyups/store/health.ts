@@ -29,21 +29,20 @@ export function readState(id: string): HealthState | undefined {
 
 /**
  * Stores the state of `id`. changed: its up/down changed (or it is new): hc:d is written too and the health
- * generation moves, so every worker re-reads it. Returns [true] or [undefined, reason] (dict full: the old
+ * generation moves, so every worker re-reads it. refreshDown: rewrite hc:d (same value) to renew its TTL. Returns [true] or [undefined, reason] (dict full: the old
  * value stays).
  */
-export function writeState(id: string, st: HealthState, changed: boolean, intervalMs: number, timeoutMs: number): LuaMultiReturn<[true, undefined] | [undefined, string]> {
+export function writeState(id: string, st: HealthState, changed: boolean, refreshDown: boolean, intervalMs: number, timeoutMs: number): LuaMultiReturn<[true, undefined] | [undefined, string]> {
     const d = dict();
     const ttl = stateTtl(intervalMs, timeoutMs);
     const [ok, err] = d.safe_set(HEALTH_STATE_PREFIX + id, encodeState(st), ttl);
     if (!ok) return $multi(undefined, `cannot store the health state: ${err}`);
     const dkey = HEALTH_DOWN_PREFIX + id;
-    if (changed) {
+    if (changed || refreshDown) {
+        // on a change, and now and then to renew its TTL (the prober asks: not on every probe)
         const [ok2, err2] = d.safe_set(dkey, st.down ? 1 : 0, ttl);
         if (!ok2) return $multi(undefined, `cannot store the health state: ${err2}`);
-        d.incr(HEALTH_GEN, 1, 0);
-    } else {
-        d.expire(dkey, ttl);
+        if (changed) d.incr(HEALTH_GEN, 1, 0);
     }
     return $multi(true, undefined);
 }
