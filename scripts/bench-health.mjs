@@ -12,9 +12,10 @@
 //
 // BENCH_QUICK=1: 2 000 peers, shorter rounds.
 import path from "node:path";
+import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { cpus } from "node:os";
-import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep, cpuNs } from "./bench-lib.mjs";
 
 const TYPE = process.env.BENCH_HC_TYPE ?? "tcp";
 
@@ -87,6 +88,8 @@ ${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log of
     const stats = async () => JSON.parse((await h.request(hcpPort, "GET", "/hcp")).body);
     await sleep(QUICK ? 3000 : 5000); // the new peers' first probes ran at once: let the schedule settle
     const s0 = await stats();
+    const allPids = ng.workerPids();
+    const c0 = { prober: cpuNs([s0.pid]), all: cpuNs(allPids) };
     const samples = [];
     const secs = QUICK ? 8 : 20;
     console.log(`  ${pad("s", 4)}${lpad("targets", 9)}${lpad("probes/s", 10)}${lpad("lag p50", 9)}${lpad("lag p99", 9)}${lpad("lag max", 9)}${lpad("in flight", 11)}${lpad("queued", 8)}`);
@@ -97,13 +100,16 @@ ${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log of
       console.log(`  ${pad(i, 4)}${lpad(s.targets, 9)}${lpad(f1(s.probes_per_s), 10)}${lpad(f1(s.lag_ms.p50), 9)}${lpad(f1(s.lag_ms.p99), 9)}${lpad(f1(s.lag_ms.max), 9)}${lpad(s.in_flight, 11)}${lpad(s.queued, 8)}`);
     }
     const s1 = samples[samples.length - 1];
+    const cpuProber = (cpuNs([s0.pid]) - c0.prober) / 1000, cpuAll = (cpuNs(allPids) - c0.all) / 1000;
     const rate = (s1.probes - s0.probes) / (s1.at - s0.at);
     const late = s1.late - s0.late;
     const p99 = Math.max(...samples.map((s) => s.lag_ms.p99));
     const p50 = median(samples.map((s) => s.lag_ms.p50));
     const probes = s1.probes - s0.probes;
+    const perProbe = cpuProber / (s1.probes - s0.probes), perProbeAll = cpuAll / (s1.probes - s0.probes);
+    console.log(`  CPU per probe: ${f1(perProbe)} us in the prober worker (${f1(perProbe * rate / 10000)} % of a core at this rate), ${f1(perProbeAll)} us in all nginx workers (prober + the listeners' side); load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
     console.log(`  ${f1(rate)} probes/s sustained for ${peers} peers due at ${peers}/s; start lag p50 ${f1(p50)} ms, worst per-second p99 ${f1(p99)} ms; ${late} of ${probes} probes started later than one interval`);
-    summary.push(`health.b  ${peers} peers at interval=1000 (${TYPE}): ${f1(rate)} probes/s (due ${peers}/s, ratio ${f3(rate / peers)}), start lag p50 ${f1(p50)} ms, p99 ${f1(p99)} ms (target < 1000), late ${late} of ${probes}; prober in flight ${s1.in_flight}, concurrency ${s1.concurrency}`);
+    summary.push(`health.b  ${peers} peers at interval=1000 (${TYPE}): ${f1(rate)} probes/s (due ${peers}/s, ratio ${f3(rate / peers)}), start lag p50 ${f1(p50)} ms, p99 ${f1(p99)} ms (target < 1000), late ${late} of ${probes}; prober in flight ${s1.in_flight}, concurrency ${s1.concurrency}; CPU ${f1(perProbe)} us per probe in the prober (${f1(perProbeAll)} us with the listeners' side)`);
   } finally {
     await ng.stop();
     running.nginx.delete(ng);
