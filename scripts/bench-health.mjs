@@ -10,14 +10,18 @@
 //      own figures (hc:p): probes/s sustained, start lag (actual start - due time) p50/p99/max, and how many
 //      probes started later than one interval ("late"). BENCH_HC_TYPE=http|tcp (default tcp) picks the type.
 //
-// BENCH_QUICK=1: 2 000 peers, shorter rounds.
+// The listeners of (b) run in a second nginx, so the prober's CPU per probe holds only its own side.
+// BENCH_QUICK=1: 2 000 peers, shorter rounds. BENCH_ONLY=a|b: one part alone.
 import path from "node:path";
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { cpus } from "node:os";
 import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep, cpuNs } from "./bench-lib.mjs";
 
-const TYPE = process.env.BENCH_HC_TYPE ?? "tcp";
+// tcp (default) or http (a new connection per probe). (With check_keepalive_requests the prober keeps one idle
+// connection per peer: 10 000 of them need worker_connections above the harness's 1024.)
+const MODE = process.env.BENCH_HC_TYPE ?? "tcp";
+const TYPE = MODE === "tcp" ? "tcp" : "http";
 
 async function main() {
   const snap = snapshot();
@@ -30,16 +34,23 @@ async function main() {
   const [B1, B2] = ports;
   const [hcpPort] = await h.freePorts(1);
   const keep = `proxy_http_version 1.1; proxy_set_header Connection "";`;
+  // the listeners run in their own nginx, so the prober's worker CPU holds only the probing side
+  const lis = await h.startNginx({
+    workers: 2, backends: 0, logLevel: "warn",
+    httpExtra: ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log off; location / { return 200 "${p}"; } }`).join("\n"),
+  });
+  running.nginx.add(lis);
   const ng = await h.startNginx({
     workers: 2, backends: 0, logLevel: "warn", proxyExtra: keep,
     httpExtra: `lua_socket_log_errors off;
-${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log off; location / { return 200 "${p}"; } }`).join("\n")}
   server { listen 127.0.0.1:${hcpPort}; location /hcp { content_by_lua_block { ngx.print(ngx.shared.dyups:get("hc:p") or "{}") } } }`,
     init: { check_concurrency: 200 },
   });
   running.nginx.add(ng);
+  const only = process.env.BENCH_ONLY; // "a" or "b": one part alone
   try {
     // ---------------------------------------------------------------- a. checks on vs off
+    if (only !== "b") {
     const body = `server 127.0.0.1:${B1}; server 127.0.0.1:${B2};`;
     for (const [name, b] of [["chk", `${body} check interval=1000 rise=2 fall=3 timeout=1000 type=http;`], ["plain", body]]) {
       const r = await ng.post(`/upstream/${name}`, b);
@@ -72,15 +83,17 @@ ${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log of
     summary.push(`health.a  checks on ${f1(med(res.chk, "rps"))} req/s ${f2(med(res.chk, "cpuUs"))} us CPU | off ${f1(med(res.plain, "rps"))} req/s ${f2(med(res.plain, "cpuUs"))} us CPU | ratio ${f3(ratio)} (per-round ${f3(perRound)}, CPU ${f3(cpu)}); target >= 0.99`);
     await ng.del("/upstream/chk");
     await ng.del("/upstream/plain");
+    }
+    if (only === "a") return;
 
     // ---------------------------------------------------------------- b. the prober with many peers
     const peers = nPorts * nUps;
-    console.log(`\n## b. prober: ${peers} peers (${nUps} upstreams x ${nPorts} servers, type=${TYPE}, interval=1000)`);
+    console.log(`\n## b. prober: ${peers} peers (${nUps} upstreams x ${nPorts} servers, type=${MODE}, interval=1000)`);
     const servers = ports.map((p) => `server 127.0.0.1:${p};`).join(" ");
     const t0 = performance.now();
     for (let i = 0; i < nUps; i++) {
       // a distinct configuration per upstream (the timeout): 100 separate states per address
-      const send = TYPE === "http" ? ` check_http_send "GET /hc HTTP/1.0\\r\\n\\r\\n";` : "";
+      const send = MODE === "http" ? ` check_http_send "GET /hc HTTP/1.0\\r\\n\\r\\n";` : "";
       const r = await ng.post(`/upstream/many${i}`, `${servers} check interval=1000 rise=2 fall=3 timeout=${1000 + i} type=${TYPE};${send}`);
       if (r.status !== 200) throw new Error(`creating many${i}: ${r.status} ${r.body}`);
     }
@@ -88,7 +101,7 @@ ${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log of
     const stats = async () => JSON.parse((await h.request(hcpPort, "GET", "/hcp")).body);
     await sleep(QUICK ? 3000 : 5000); // the new peers' first probes ran at once: let the schedule settle
     const s0 = await stats();
-    const allPids = ng.workerPids();
+    const allPids = [...ng.workerPids(), ...lis.workerPids()];
     const c0 = { prober: cpuNs([s0.pid]), all: cpuNs(allPids) };
     const samples = [];
     const secs = QUICK ? 8 : 20;
@@ -107,12 +120,11 @@ ${ports.map((p) => `  server { listen 127.0.0.1:${p} backlog=4096; access_log of
     const p50 = median(samples.map((s) => s.lag_ms.p50));
     const probes = s1.probes - s0.probes;
     const perProbe = cpuProber / (s1.probes - s0.probes), perProbeAll = cpuAll / (s1.probes - s0.probes);
-    console.log(`  CPU per probe: ${f1(perProbe)} us in the prober worker (${f1(perProbe * rate / 10000)} % of a core at this rate), ${f1(perProbeAll)} us in all nginx workers (prober + the listeners' side); load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+    console.log(`  CPU per probe: ${f1(perProbe)} us in the prober worker (${f1(perProbe * rate / 10000)} % of a core at this rate), ${f1(perProbeAll)} us in all nginx workers (the prober's nginx + the listeners' nginx); load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
     console.log(`  ${f1(rate)} probes/s sustained for ${peers} peers due at ${peers}/s; start lag p50 ${f1(p50)} ms, worst per-second p99 ${f1(p99)} ms; ${late} of ${probes} probes started later than one interval`);
-    summary.push(`health.b  ${peers} peers at interval=1000 (${TYPE}): ${f1(rate)} probes/s (due ${peers}/s, ratio ${f3(rate / peers)}), start lag p50 ${f1(p50)} ms, p99 ${f1(p99)} ms (target < 1000), late ${late} of ${probes}; prober in flight ${s1.in_flight}, concurrency ${s1.concurrency}; CPU ${f1(perProbe)} us per probe in the prober (${f1(perProbeAll)} us with the listeners' side)`);
+    summary.push(`health.b  ${peers} peers at interval=1000 (${MODE}): ${f1(rate)} probes/s (due ${peers}/s, ratio ${f3(rate / peers)}), start lag p50 ${f1(p50)} ms, p99 ${f1(p99)} ms (target < 1000), late ${late} of ${probes}; prober in flight ${s1.in_flight}, concurrency ${s1.concurrency}; CPU ${f1(perProbe)} us per probe in the prober (${f1(perProbeAll)} us with the listeners' side)`);
   } finally {
-    await ng.stop();
-    running.nginx.delete(ng);
+    for (const x of [ng, lis]) { await x.stop(); running.nginx.delete(x); }
   }
   console.log("\n## summary (bench-health)");
   for (const l of summary) console.log(`SUMMARY ${l}`);

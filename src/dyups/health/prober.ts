@@ -61,6 +61,8 @@ interface Tenure {
     /** state ids to delete at the given time unless listed again */
     released: LuaTable<string, number>;
     inflight: number;
+    /** threads waiting on the semaphore */
+    idle: number;
     started: number;
     probes: number;
     late: number;
@@ -160,7 +162,7 @@ function syncTargets(tn: Tenure, initial: boolean): void {
 }
 
 function record(tn: Tenure, t: Target, alive: boolean, reason: string): void {
-    const at = now();
+    const at = ngx.now();
     const st = t.st ?? newState(t.cfg.defaultDown, at);
     t.st = st;
     const change = countProbe(st, alive, reason, t.cfg.rise, t.cfg.fall, at);
@@ -184,7 +186,8 @@ function record(tn: Tenure, t: Target, alive: boolean, reason: string): void {
 }
 
 function runOne(tn: Tenure, t: Target): void {
-    const start = now();
+    // the event loop's time (refreshed at every wake-up): no time update per probe
+    const start = ngx.now();
     const lag = (start - t.due) * 1000;
     tn.lagN = tn.lagN + 1;
     tn.lags.set(((tn.lagN - 1) % LAG_RING) + 1, lag);
@@ -201,19 +204,25 @@ function runOne(tn: Tenure, t: Target): void {
     const interval = t.cfg.interval / 1000;
     // after a new peer's first probe (run at once), its schedule starts at a random point of
     // [interval, 1.5 interval) (the module's spacing range), so peers created together do not probe in step
-    t.due = now() + interval + (first ? math.random() * math.min(interval, 1) * 0.5 : 0);
+    t.due = ngx.now() + interval + (first ? math.random() * math.min(interval, 1) * 0.5 : 0);
     heapPush(tn.heap, t);
 }
 
+/**
+ * A probing light thread: takes queued targets while there are any, then waits. The loop wakes only idle
+ * threads (at most one per queued target), so a busy thread goes from probe to probe without a wake-up.
+ */
 function probeThread(tn: Tenure): void {
     while (!tn.stop) {
-        const [got] = tn.sema.wait(1);
-        if (got !== undefined && tn.qHead < tn.qTail) {
+        while (tn.qHead < tn.qTail && !tn.stop) {
             tn.qHead = tn.qHead + 1;
             const t = tn.queue.get(tn.qHead) as Target;
             tn.queue.delete(tn.qHead);
             if (!t.removed) runOne(tn, t);
         }
+        tn.idle = tn.idle + 1;
+        tn.sema.wait(1);
+        tn.idle = tn.idle - 1;
     }
 }
 
@@ -283,7 +292,12 @@ function loop(tn: Tenure): void {
             }
             top = heapTop(tn.heap);
         }
-        if (posted > 0) tn.sema.post(posted);
+        if (posted > 0) {
+            // wake idle threads only, one per queued target, minus wake-ups already posted and not yet taken
+            const queued = tn.qTail - tn.qHead;
+            const wake = math.min(queued, tn.idle) - math.max(tn.sema.count(), 0);
+            if (wake > 0) tn.sema.post(wake);
+        }
         let wait = top !== undefined ? top.due - at : MAX_SLEEP;
         if (wait > MAX_SLEEP) wait = MAX_SLEEP;
         if (wait < 0.001) wait = 0.001;
@@ -310,7 +324,7 @@ function runner(premature: boolean): void {
     const at = now();
     const tn: Tenure = {
         ts: newTargetSet(), heap: newHeap(), queue: new LuaTable(), qHead: 0, qTail: 0, sema, stop: false, applied: -1,
-        released: new LuaTable(), inflight: 0, started: at, probes: 0, late: 0, lagMax: 0, lags: new LuaTable(), lagN: 0,
+        released: new LuaTable(), inflight: 0, idle: 0, started: at, probes: 0, late: 0, lagMax: 0, lags: new LuaTable(), lagN: 0,
         lastProbes: 0, lastStats: at, storeErrors: 0,
     };
     current = tn;
