@@ -98,3 +98,22 @@ describe("active health in the balancer's cache", function()
     assert.is_false(ps.peerState.available(one, 1))
   end)
 end)
+
+describe("health capacity", function()
+  it("refuses (507, nothing changed) a body whose checked peers' states cannot fit in the dict", function()
+    fake.unload()
+    local ngx = fake.install()
+    ngx.md5 = function(s) return string.format("%08x%08x", ngx.crc32_short(s), ngx.crc32_short(s .. "#")) end
+    fake.another_worker(ngx)
+    local api = require("dyups.api")
+    local servers = {}
+    for i = 1, 200 do servers[#servers + 1] = "server 127.0.0.1:" .. i .. ";" end
+    ngx.shared.dyups.limit = 60000
+    local status, msg = api.update("many", table.concat(servers, " ") .. " check type=tcp;")
+    assert.equal(507, status)
+    assert.matches("cannot hold the health state of 200 more checked peers", msg, 1, true)
+    assert.is_nil(api.get("many"))
+    -- the same servers without check fit
+    assert.equal(200, (api.update("many", table.concat(servers, " "))))
+  end)
+end)

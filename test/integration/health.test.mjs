@@ -82,7 +82,8 @@ before(async () => {
   nodeListeners.push(await listener(mysqlBad, (c) => c.write(greeting(1))));
   nodeListeners.push(await listener(ajp, (c) => c.on("data", (d) => { if (d.equals(Buffer.from([0x12, 0x34, 0, 1, 0x0a]))) c.write(Buffer.from([0x41, 0x42, 0, 1, 9])); })));
   ng = await startNginx({ workers: 4, backends: 0, serverExtra: `location /hc { content_by_lua_block { require("dyups").check_status() } }
-    location /hc_csv { content_by_lua_block { require("dyups").check_status("csv") } }` });
+    location /hc_csv { content_by_lua_block { require("dyups").check_status("csv") } }
+    location /health_api { content_by_lua_block { ngx.print(require("cjson").encode({ h = require("dyups").health(ngx.var.arg_name) or "unknown" })) } }` });
 });
 
 after(async () => {
@@ -241,6 +242,45 @@ describe("routing", () => {
     assert.ok(newOwner, "no new owner");
     assert.equal((await row("kill", P.ok)).status, "up");
     await ng.del("/upstream/kill");
+  });
+});
+
+describe("beating the reference (its §6)", () => {
+  test("an update racing a probe in flight never stops that peer's probes", async () => {
+    // the module's array reallocation during a probe left the peer "up" forever (§6.5)
+    const body = `server 127.0.0.1:${P.silent}; check interval=200 rise=1 fall=1 timeout=600 type=http default_down=false;`;
+    assert.equal((await ng.post("/upstream/race", body)).status, 200);
+    await sleep(100); // the first probe is waiting for the silent listener now
+    for (let i = 0; i < 6; i++) assert.equal((await ng.post(`/upstream/race${i}`, `server 127.0.0.1:${P.ok}; check interval=5000 type=tcp;`)).status, 200);
+    assert.equal((await ng.post("/upstream/race", body)).status, 200); // replaced while the probe is in flight
+    assert.ok(await until(async () => (await row("race", P.silent))?.fall >= 2, 4000), JSON.stringify(await row("race", P.silent)));
+    assert.equal((await row("race", P.silent)).status, "down");
+    await Promise.all(["race", ...Array.from({ length: 6 }, (_, i) => `race${i}`)].map((n) => ng.del(`/upstream/${n}`)));
+  });
+
+  test("random respects the check (the module's random ignores it: §6.11)", async () => {
+    assert.equal((await ng.post("/upstream/rnd", `random; server 127.0.0.1:${P.ok}; server 127.0.0.1:${P.err500};
+      check interval=200 rise=1 fall=1 timeout=150 type=http default_down=false;`)).status, 200);
+    assert.ok(await until(async () => (await row("rnd", P.err500))?.status === "down"), "the 500 peer never went down");
+    await sleep(100);
+    const results = await Promise.all(Array.from({ length: 60 }, () => ng.proxy("rnd")));
+    assert.deepEqual([...new Set(results.map((r) => r.status))], [200]);
+    await ng.del("/upstream/rnd");
+  });
+
+  test("Lua API health(name)", async () => {
+    assert.equal((await ng.post("/upstream/api", `server 127.0.0.1:${P.ok}; server 127.0.0.1:${P.closed} backup; server 127.0.0.1:${P.ok2} down;
+      check interval=200 rise=1 fall=1 timeout=150 type=tcp;`)).status, 200);
+    assert.ok(await until(async () => (await row("api", P.closed))?.fall >= 1 && (await row("api", P.ok))?.rise >= 1));
+    const h = JSON.parse((await ng.get("/health_api?name=API")).body).h;
+    assert.equal(h.length, 2); // the server marked down is not checked
+    assert.deepEqual(h.map((x) => [x.upstream, x.addr, x.status, x.type]), [["api", `127.0.0.1:${P.ok}`, "up", "tcp"], ["api", `127.0.0.1:${P.closed}`, "down", "tcp"]]);
+    assert.match(h[1].last_error, /connection refused/);
+    assert.ok(h[0].probes >= 1 && h[0].since > 0 && h[0].last_probe > 0);
+    assert.equal(JSON.parse((await ng.get("/health_api?name=nosuch")).body).h, "unknown");
+    await ng.post("/upstream/api2", `server 127.0.0.1:${P.ok};`);
+    assert.deepEqual(JSON.parse((await ng.get("/health_api?name=api2")).body).h, {}); // no check: empty (cjson: {})
+    await Promise.all([ng.del("/upstream/api"), ng.del("/upstream/api2")]);
   });
 });
 
