@@ -54,6 +54,13 @@ describe("health targets", function()
     assert.equal(0, ts.count)
   end)
 
+  it("probes IPv6 peers by their bracketed address, unix sockets by path", function()
+    local ts = targets.newTargetSet()
+    local added = targets.applyRecord(ts, "v6", rec("v6", "server [::1]:8080; server unix:/tmp/x.sock; check type=tcp;"))
+    assert.same({ "[::1]", 8080, "[::1]:8080" }, { added[1].host, added[1].port, added[1].addr })
+    assert.same({ "unix:/tmp/x.sock", 0 }, { added[2].host, added[2].port })
+  end)
+
   it("the heap pops targets in due order", function()
     local heap = require("dyups.health.heap")
     local h = heap.newHeap()

@@ -72,7 +72,9 @@ export function wantedOf(rec: UpstreamRecord): Wanted[] {
                 for (const [, e] of ipairs(eps)) {
                     const addr = addrOf(e);
                     const unix = e.port === 0 || string.sub(e.host, 1, 5) === "unix:";
-                    out[out.length] = { id: stateId(cfg, addr), addr, host: e.host, port: unix ? 0 : cfg.port > 0 ? cfg.port : e.port, cfg };
+                    // cosockets take IPv6 literals in brackets
+                    const host = !unix && string.find(e.host, ":", 1, true)[0] !== undefined ? `[${e.host}]` : e.host;
+                    out[out.length] = { id: stateId(cfg, addr), addr, host, port: unix ? 0 : cfg.port > 0 ? cfg.port : e.port, cfg };
                 }
             }
         }
