@@ -116,3 +116,21 @@ declare module "ffi" {
     /** the C errno of the last call through the FFI */
     export function errno(): number;
 }
+
+// lua-resty-core's semaphore (light threads of one worker). Methods are colon-called.
+declare namespace NgxSemaphore {
+    interface Semaphore {
+        post(this: Semaphore, n?: number): void;
+        /** ok, or (undefined, "timeout") */
+        wait(this: Semaphore, seconds: number): LuaMultiReturn<[true | undefined, string | undefined]>;
+        count(this: Semaphore): number;
+    }
+    interface SemaphoreModule {
+        /** called as semaphore.new(n) (dot) */
+        ["new"](this: void, n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
+    }
+}
+declare module "ngx.semaphore" {
+    const semaphore: NgxSemaphore.SemaphoreModule;
+    export = semaphore;
+}

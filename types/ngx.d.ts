@@ -108,6 +108,21 @@ interface NgxTcpSocket {
     close(this: NgxTcpSocket): LuaMultiReturn<[1 | undefined, string | undefined]>;
     setkeepalive(this: NgxTcpSocket, timeout?: number, size?: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
     sslhandshake(this: NgxTcpSocket, reused?: unknown, serverName?: string, verify?: boolean): LuaMultiReturn<[unknown, string | undefined]>;
+    /** how many times this connection was taken from the keepalive pool (0: a new connection) */
+    getreusedtimes(this: NgxTcpSocket): LuaMultiReturn<[number | undefined, string | undefined]>;
+}
+
+/** A light thread (ngx.thread.spawn). */
+interface NgxThread {
+    readonly __ngxThread: unique symbol;
+}
+
+/** @noSelf */
+interface NgxThreadApi {
+    spawn<A extends any[]>(fn: (this: void, ...args: A) => void, ...args: A): NgxThread;
+    /** ok, results... of the first of these threads to finish */
+    wait(...threads: NgxThread[]): LuaMultiReturn<[boolean, unknown]>;
+    kill(thread: NgxThread): LuaMultiReturn<[boolean | undefined, string | undefined]>;
 }
 
 /** @noSelf */
@@ -183,6 +198,7 @@ interface Ngx {
     readonly re: NgxRe;
     readonly config: NgxConfig;
     readonly socket: NgxSocket;
+    readonly thread: NgxThreadApi;
     readonly HTTP_CONFLICT: 409;
     readonly HTTP_REQUEST_ENTITY_TOO_LARGE: 413;
     readonly HTTP_PRECONDITION_FAILED: 412;

@@ -8,8 +8,10 @@
 //   balance()       balancer_by_lua (nginx/dyups.conf)    log()  log_by_lua   (phases/balancer.ts)
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API; pipeline.ts)
 //   get(name) -> table | nil, list() -> { names }, status() -> table, version() -> log, applied
+//   check_status([format])  content_by_lua: the check module's status page; health(name) -> active health
 //   _VERSION        the release version ("0.1.0"; from package.json, see tools/build.sh)
 import { balance as balancePhase, logPhase } from "./phases/balancer";
+import { checkStatusPage, recordHealth } from "./health/status";
 import { handle } from "./http/interface";
 import * as pipeline from "./pipeline";
 import { appliedVersion, sync } from "./registry/sync";
@@ -79,6 +81,18 @@ export function get(name: unknown): unknown {
 export function list(): string[] {
     sync();
     return pipeline.list();
+}
+
+/** The check module's status page as a content handler: `location /status { content_by_lua_block { require("dyups").check_status() } }`. */
+export function check_status(format?: string): void {
+    checkStatusPage(format);
+}
+
+/** Active health of upstream NAME: one table per checked address ({ upstream, server, addr, status, rise, fall, since, last_error, ... }), {} without `check`; nil when unknown. */
+export function health(name: unknown): unknown {
+    const rec = pipeline.get(checkString(name, 1, "health"));
+    if (rec === undefined) return undefined;
+    return recordHealth(rec);
 }
 
 export function status(): unknown {

@@ -31,7 +31,7 @@ export interface ServerSpec {
     index: number;
 }
 
-/** The health-check module's directives (check, check_http_send, check_http_expect_alive). */
+/** The health-check module's directives (check, check_http_send, check_http_expect_alive, check_keepalive_requests). */
 export interface CheckSpec {
     type: "tcp" | "http" | "ssl_hello" | "mysql" | "ajp";
     /** milliseconds */
@@ -46,6 +46,8 @@ export interface CheckSpec {
     httpSend?: string;
     /** e.g. ["http_2xx", "http_3xx"] */
     expectAlive?: string[];
+    /** check_keepalive_requests (http): requests per probe connection; undefined = 1 */
+    keepaliveRequests?: number;
 }
 
 export type Method = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random";

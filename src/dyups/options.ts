@@ -43,6 +43,8 @@ export type Options = {
     /** failed authentications from one client within auth_fail_window seconds before it gets 429 */
     auth_fail_limit: number;
     auth_fail_window: number;
+    /** active health checks: probes in flight at once (the prober's light threads) */
+    check_concurrency: number;
 };
 
 export const DEFAULTS: Options = {
@@ -59,6 +61,7 @@ export const DEFAULTS: Options = {
     interface_access: "loopback",
     auth_fail_limit: 10,
     auth_fail_window: 60,
+    check_concurrency: 100,
 };
 
 type Kind = "string" | "number" | "boolean" | "list" | "table";
@@ -83,6 +86,7 @@ KINDS.set("interface_hosts", "list");
 KINDS.set("allowed_targets", "list");
 KINDS.set("auth_fail_limit", "number");
 KINDS.set("auth_fail_window", "number");
+KINDS.set("check_concurrency", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -116,6 +120,9 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (o.interface_access !== "loopback" && o.interface_access !== "any") return $multi(undefined, `option "interface_access" must be "loopback" or "any"`);
     if (!(o.auth_fail_limit >= 1) || math.floor(o.auth_fail_limit) !== o.auth_fail_limit) return $multi(undefined, `option "auth_fail_limit" must be a positive integer`);
     if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);
+    if (!(o.check_concurrency >= 1 && o.check_concurrency <= 10000) || math.floor(o.check_concurrency) !== o.check_concurrency) {
+        return $multi(undefined, `option "check_concurrency" must be an integer in [1, 10000]`);
+    }
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {
             if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {

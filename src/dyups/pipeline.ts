@@ -16,6 +16,7 @@ import { Endpoint, UpstreamRecord } from "./model";
 import { parseBody, validateName } from "./parse/upstream";
 import { canYield } from "./phase";
 import { resolveEndpoints } from "./dns/resolve";
+import { healthFits } from "./health/capacity";
 import { tryBuild } from "./registry/build";
 import { catchUp } from "./registry/sync";
 import { commit, namesInOrder, readRecord } from "./store/command_log";
@@ -49,6 +50,8 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     if (name !== lname) rec.display = name;
     const [ver, berr] = tryBuild(rec);
     if (ver === undefined) return $multi(undefined, `${ADD_FAILED}: ${berr}`, 500);
+    const [fits, ferr] = healthFits(rec); // active checks: the peers' states must fit in the dict
+    if (fits === undefined) return $multi(undefined, `${ADD_FAILED}: ${ferr}`, 507);
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
     auditWrite("update", lname, before, v, source ?? LUA_SOURCE);

@@ -23,6 +23,8 @@ import { resetDict } from "./store/dict";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { healthRelease, healthTick } from "./health/prober";
+import { bumpConfGeneration } from "./store/health";
 import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
@@ -104,6 +106,7 @@ export function start(opts?: unknown): void {
     }
     setConfSeen(seen);
     markBooted();
+    bumpConfGeneration();
 }
 
 function tick(premature: boolean): void {
@@ -111,6 +114,7 @@ function tick(premature: boolean): void {
         // nginx is stopping or reloading: a last save of anything not yet written
         pcall(saveIfChanged);
         pcall(dnsRelease);
+        pcall(healthRelease);
         return;
     }
     const [ok, err] = pcall(sync);
@@ -119,6 +123,8 @@ function tick(premature: boolean): void {
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
+    const [hok, herr] = pcall(healthTick);
+    if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
 }
 
 export function startWorker(): void {

@@ -12,6 +12,7 @@ import { allNames, currentVersion, readRecord, upstreamCount } from "./store/com
 import { usage } from "./store/dict";
 import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
+import { healthReport } from "./health/status";
 import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
@@ -54,5 +55,6 @@ export function statusReport(): unknown {
         },
         shm: { dict: u.name, capacity: u.capacity, free: u.free },
         dns: dnsStatus(),
+        health: healthReport(),
     };
 }

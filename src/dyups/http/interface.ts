@@ -10,7 +10,8 @@
 //   - a bad body is 400 "add server failed: REASON" (nothing changes), never the original's bare 500;
 //   - the whole body is read, chunked or spooled to a temp file;
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
-//   - `?format=json` on /list, /detail and /upstream/NAME; ETag/If-Match revisions for safe concurrent edits.
+//   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
+//     revisions for safe concurrent edits; GET /check_status: the check module's status page.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
 import { UpstreamRecord } from "../model";
@@ -20,6 +21,7 @@ import { sync } from "../registry/sync";
 import { admit, Refusal } from "./auth";
 import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
+import { checkStatusPage, recordHealth } from "../health/status";
 
 function send(status: number, body: string): void {
     ngx.status = status;
@@ -77,6 +79,7 @@ function recordJson(rec: UpstreamRecord): unknown {
         servers[i - 1] = {
             addr: s.addr, resolved: addrs, weight: s.weight, max_conns: s.maxConns, max_fails: s.maxFails,
             fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
+            health: rec.spec.check !== undefined ? recordHealth(rec, i) : undefined,
         };
     }
     return { name: rec.display ?? rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
@@ -191,6 +194,7 @@ export function handle(opts?: unknown): void {
     const [res, n] = resource(vars.uri ?? "/", prefix);
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
     if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
+    if (n === 1 && string.lower(res[0]) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();

@@ -84,7 +84,7 @@ function pickPeer(gate: boolean): void {
         // nginx counts only servers that are not down, so the block itself contributes 0 tries.
         const total = ver.peers.total;
         if (total > 1) set_more_tries(total);
-        if (ver.peers.anyMaxFails) healthSync();
+        if (ver.peers.anyMaxFails || ver.peers.hcKeys !== undefined) healthSync();
     } else {
         // a retry: the previous try on peer gi failed
         const prev = ctx.dyups_gi as number;

@@ -7,6 +7,7 @@ import { buildPeerSet } from "../balance/peer_set";
 import type { PeerInit } from "../balance/types";
 import type { Result } from "../errors";
 import { Endpoint, UpstreamRecord } from "../model";
+import { attachChecks } from "../health/attach";
 import { attachPeerKeys, Peers } from "../store/peer_health";
 
 export interface UpstreamVersion {
@@ -100,9 +101,10 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         randomTwo: spec.randomTwo === true,
     });
     const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
+    const peers = attachPeerKeys(set, countConns);
+    attachChecks(peers, spec);
     const ver: UpstreamVersion = {
-        name: rec.name, rev: rec.rev, method: spec.method, peers: attachPeerKeys(set, countConns),
-        keyParts: 0, refs: 0, retired: false,
+        name: rec.name, rev: rec.rev, method: spec.method, peers, keyParts: 0, refs: 0, retired: false,
     };
     if (spec.method === "hash" && spec.hashKey !== undefined) {
         const [lits, vars, parts] = splitKey(spec.hashKey);

@@ -41,6 +41,20 @@
 //                          Created by safe_add with TTL auth_fail_window at the first failure and never
 //                          extended, so it is gone one window after that failure; at auth_fail_limit the
 //                          client's requests are refused (429) until it expires.
+// Active health checks (store/health.ts)
+//   hc:s:<id>    string   health state of one checked peer (health/state.ts encoding: up/down, rise/fall counters,
+//                          since, last probe, probes, failures, last error). <id> = "<config id>/<host:port>"
+//                          (health/config.ts): peer address + check configuration. Written by the prober after
+//                          every probe; deleted by it a few seconds after no upstream lists the peer any more;
+//                          TTL 2 x interval + timeout + 60 s as a safety net (a prober that died mid-release).
+//   hc:d:<id>    number   1 = down, 0 = up: the only part the balancer reads (through the per-worker health cache,
+//                          re-read when `hg` moves). Written with hc:s on creation and on every up/down change,
+//                          which then bumps `hg`. Same lifetime as hc:s.
+//   hc:gen       number   configuration generation shown on the check_status page: incremented by init() at
+//                          every start and reload (the module's zone generation). Never expires.
+//   hc:p         string   JSON of the prober's figures (pid, targets, probes/s, lag percentiles, in flight),
+//                          rewritten by the prober about once a second; TTL 10 s.
+//   (the prober holds the lease `health`: one worker probes for the node)
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -64,6 +78,11 @@ export const WRITE_LEASE = "write";
 export const STATE_FILE_LEASE = "state_file";
 /** The writers' lock key (specs hold it to simulate a busy writer). */
 export const LOCK = LEASE_PREFIX + WRITE_LEASE;
+
+export const HEALTH_STATE_PREFIX = "hc:s:";
+export const HEALTH_DOWN_PREFIX = "hc:d:";
+export const HEALTH_CONF_GEN = "hc:gen";
+export const HEALTH_PROBER = "hc:p";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

@@ -17,6 +17,7 @@
 // time, so its expiry needs no shm read either.
 import type { PeerSet, PeerState } from "../balance/types";
 import { noteFailure } from "../balance/peer_set";
+import { checkedDown, flushCheckCache } from "../health/cache";
 import { dict } from "./dict";
 import { CONNS_PREFIX, DOWN_PREFIX, FAILS_PREFIX, HEALTH_GEN } from "./keys";
 
@@ -30,6 +31,10 @@ export interface Peers extends PeerSet {
     anyMaxFails: boolean;
     /** count active requests per peer (least_conn, random two, max_conns) */
     trackConns: boolean;
+    /** active health checks (health/attach.ts): hc:d key per gi ("" for servers marked down), else undefined */
+    hcKeys?: string[];
+    /** a checked peer whose state is not stored yet is down (the check's default_down) */
+    hcDefaultDown?: boolean;
 }
 
 /** Turns a built peer set into Peers: its keys, and whether it needs passive health and connection counts. */
@@ -69,6 +74,7 @@ function d(): NgxSharedDict {
 
 function flush(gen: number): void {
     seenGen = gen;
+    flushCheckCache();
     downUntil = new LuaTable();
     failing = new LuaTable();
 }
@@ -82,6 +88,8 @@ function healthSync(): void {
 
 function available(set: PeerSet, gi: number): boolean {
     const peers = set as Peers;
+    // active checks (health/cache.ts): also for a lone server, as the check module
+    if (peers.hcKeys !== undefined && checkedDown(peers, gi)) return false;
     // like nginx, a lone server is never taken out for failures (there is nothing else to try)
     if (!set.single && set.maxFails[gi - 1] > 0) {
         const dkey = peers.dkeys[gi - 1];
