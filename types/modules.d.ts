@@ -111,3 +111,16 @@ declare module "ffi" {
     /** the C errno of the last call through the FFI */
     export function errno(): number;
 }
+
+// lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).
+declare module "ngx.semaphore" {
+    export interface Semaphore {
+        /** ok, err ("timeout") */
+        wait(this: Semaphore, seconds: number): LuaMultiReturn<[boolean, string | undefined]>;
+        post(this: Semaphore, n?: number): void;
+        count(this: Semaphore): number;
+    }
+    /** @noSelf */
+    function create(n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
+    export { create as new };
+}

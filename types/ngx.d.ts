@@ -103,11 +103,26 @@ interface NgxTcpSocket {
     connect(this: NgxTcpSocket, host: string, port?: number, opts?: object): LuaMultiReturn<[1 | undefined, string | undefined]>;
     send(this: NgxTcpSocket, data: string): LuaMultiReturn<[number | undefined, string | undefined]>;
     receive(this: NgxTcpSocket, pattern?: string | number): LuaMultiReturn<[string | undefined, string | undefined, string | undefined]>;
+    /** whatever is available, up to max bytes (waits for at least one); a timeout consumes nothing */
+    receiveany(this: NgxTcpSocket, max: number): LuaMultiReturn<[string | undefined, string | undefined]>;
+    /** how many times this connection came from the keepalive pool (0: a new connection) */
+    getreusedtimes(this: NgxTcpSocket): LuaMultiReturn<[number | undefined, string | undefined]>;
     settimeout(this: NgxTcpSocket, ms: number): void;
     settimeouts(this: NgxTcpSocket, connect: number, send: number, read: number): void;
     close(this: NgxTcpSocket): LuaMultiReturn<[1 | undefined, string | undefined]>;
     setkeepalive(this: NgxTcpSocket, timeout?: number, size?: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
     sslhandshake(this: NgxTcpSocket, reused?: unknown, serverName?: string, verify?: boolean): LuaMultiReturn<[unknown, string | undefined]>;
+}
+
+/** a light thread (ngx.thread.spawn) */
+type NgxThread = { readonly __ngxThread: never };
+
+/** @noSelf */
+interface NgxThreadApi {
+    spawn<A extends any[]>(fn: (this: void, ...args: A) => unknown, ...args: A): NgxThread;
+    /** ok, err: only the parent may kill; a thread blocked on a cosocket is killed with its pending I/O */
+    kill(t: NgxThread): LuaMultiReturn<[true | undefined, string | undefined]>;
+    wait(t: NgxThread): LuaMultiReturn<[boolean, ...unknown[]]>;
 }
 
 /** @noSelf */
@@ -181,6 +196,7 @@ interface Ngx {
     readonly re: NgxRe;
     readonly config: NgxConfig;
     readonly socket: NgxSocket;
+    readonly thread: NgxThreadApi;
     readonly HTTP_CONFLICT: 409;
     readonly HTTP_REQUEST_ENTITY_TOO_LARGE: 413;
     readonly HTTP_PRECONDITION_FAILED: 412;

@@ -11,6 +11,8 @@ import { parseBody, validateName } from "./parse/upstream";
 import { resolveEndpoints } from "./dns/resolve";
 import { buildVersion, catchUp } from "./registry";
 import { canYield, commit, namesInOrder, readRecord } from "./store/command_log";
+import { getOptions } from "./options";
+import { clusterRemove, clusterUpdate } from "./cluster/writer";
 
 export const ADD_FAILED = "add server failed";
 
@@ -35,6 +37,10 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     if (lname === undefined) return $multi(400, `${ADD_FAILED}: ${nerr}`);
     const [rec, err] = prepare(lname, body, source ?? "api");
     if (rec === undefined) return $multi(400, `${ADD_FAILED}: ${err}`);
+    if (getOptions().cluster !== undefined) {
+        const [cs, cmsg, cv] = clusterUpdate(lname, rec, expectRev); // etcd first (cluster/writer.ts)
+        return $multi(cs, cs === 200 || cs === 409 ? cmsg : `${ADD_FAILED}: ${cmsg}`, cv);
+    }
     const [v, reason, status] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(status as number, status === 409 ? (reason as string) : `${ADD_FAILED}: ${reason}`);
     catchUp();
@@ -45,10 +51,16 @@ export function update(name: string, body: string, expectRev?: number, source?: 
 export function remove(name: string, expectRev?: number): LuaMultiReturn<[number, string, number?]> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(404, "not found uptream");
+    if (getOptions().cluster !== undefined) return clusterRemove(lname, expectRev);
     const [v, reason, status] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(status as number, reason as string);
     catchUp();
     return $multi(200, "success", v);
+}
+
+/** The revision clients see (ETag, If-Match): the etcd revision in cluster mode, else the command log's. */
+export function revisionOf(rec: UpstreamRecord): number {
+    return getOptions().cluster !== undefined ? (rec.etcd ?? 0) : rec.rev;
 }
 
 /** The stored record of NAME (any case), or undefined. */

@@ -27,6 +27,7 @@ import { BOOT, CONF_SEEN } from "./store/keys";
 import { resetShm, shm } from "./store/shm";
 import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { clusterRelease, clusterTick } from "./cluster/watcher";
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -41,7 +42,7 @@ function readFile(path: string): string {
 }
 
 /** Applies one upstream during start-up (master, no yields). Errors stop nginx. */
-function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"]): void {
+function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], etcdRev?: number): void {
     const [rec, err] = api.prepare(name, body, source);
     if (rec === undefined) {
         if (source === "state") {
@@ -59,6 +60,7 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
             }
         }
     }
+    if (etcdRev !== undefined) rec.etcd = etcdRev; // cluster mode: the revision it had in etcd
     const [v, reason] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
 }
@@ -85,7 +87,7 @@ export function init(opts?: unknown): void {
             const st = loadStateFile(o.state_file);
             if (st !== undefined) {
                 for (const [, u] of ipairs(st.upstreams)) {
-                    if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints);
+                    if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints, u.etcd);
                 }
                 if (type(st.conf_seen) === "table") seen = st.conf_seen;
                 ngx.log(ngx.NOTICE, "dyups: loaded ", (st.upstreams as unknown as unknown[]).length, " upstreams from ", o.state_file);
@@ -116,6 +118,7 @@ function tick(premature: boolean): void {
         // nginx is stopping or reloading: a last save of anything not yet written
         pcall(saveIfChanged);
         pcall(dnsRelease);
+        pcall(clusterRelease);
         return;
     }
     const [ok, err] = pcall(sync);
@@ -124,6 +127,8 @@ function tick(premature: boolean): void {
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
+    const [cok, cerr] = pcall(clusterTick);
+    if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
 }
 
 export function init_worker(): void {
@@ -175,7 +180,7 @@ export { delete_ as delete };
 export function get(name: unknown): unknown {
     const rec = api.get(checkString(name, 1, "get"));
     if (rec === undefined) return undefined;
-    return { name: rec.name, body: rec.body, revision: rec.rev, method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
+    return { name: rec.name, body: rec.body, revision: api.revisionOf(rec), method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
 }
 
 /** Names of all upstreams, in creation order. */

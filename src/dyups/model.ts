@@ -91,8 +91,10 @@ export interface UpstreamRecord {
     rev: number;
     /** the version that first created this upstream (kept across replaces: listing order) */
     created?: number;
-    /** where it came from: "api", "conf", "dns", "state" */
+    /** where it came from: "api", "conf", "dns", "state", "etcd" */
     source: string;
+    /** cluster mode: the etcd mod_revision of this state (its ETag there; rev stays this node's own version) */
+    etcd?: number;
 }
 
 export const DEFAULT_PORT = 80;

@@ -2,6 +2,7 @@
 // init() options: defaults, validation, and the one table every module reads. Runs in init_by_lua (master);
 // workers inherit the validated table. A bad option raises at start-up, so nginx refuses to start with the
 // reason (a caller's mistake, not a run-time failure).
+import { ClusterConfig, validateCluster } from "./cluster/config";
 
 export interface Options {
     /** the lua_shared_dict holding the command log and peer state */
@@ -29,6 +30,8 @@ export interface Options {
     dns_stale_ttl: number;
     /** DNS query timeout (seconds) */
     dns_timeout: number;
+    /** cluster mode: etcd is the source of truth (dyups.cluster.*); validated and normalised */
+    cluster?: ClusterConfig;
 }
 
 export const DEFAULTS: Options = {
@@ -44,7 +47,7 @@ export const DEFAULTS: Options = {
     dns_timeout: 2,
 };
 
-type Kind = "string" | "number" | "boolean" | "list";
+type Kind = "string" | "number" | "boolean" | "list" | "table";
 const KINDS: LuaTable<string, Kind> = new LuaTable();
 KINDS.set("dict", "string");
 KINDS.set("upstream_conf", "string");
@@ -59,6 +62,7 @@ KINDS.set("dns_min_ttl", "number");
 KINDS.set("dns_max_ttl", "number");
 KINDS.set("dns_stale_ttl", "number");
 KINDS.set("dns_timeout", "number");
+KINDS.set("cluster", "table");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -75,6 +79,8 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
             for (const [, x] of ipairs(v as unknown as unknown[])) {
                 if (type(x) !== "string") return $multi(undefined, `option "${k as string}" must be a list of strings`);
             }
+        } else if (kind === "table") {
+            if (type(v) !== "table") return $multi(undefined, `option "${k as string}" must be a table, got ${type(v)}`);
         } else if (type(v) !== kind) {
             return $multi(undefined, `option "${k as string}" must be a ${kind}, got ${type(v)}`);
         }
@@ -95,6 +101,12 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
                 return $multi(undefined, `option "resolver" entry ${i} ("${ns}") must be "ip[:port]"`);
             }
         }
+    }
+    if (o.cluster !== undefined) {
+        const [c, cerr] = validateCluster(o.cluster);
+        if (c === undefined) return $multi(undefined, cerr);
+        if (o.upstream_conf !== undefined) return $multi(undefined, `option "upstream_conf" cannot be used with "cluster": etcd is the source of truth (POST the file's upstreams to any node once)`);
+        o.cluster = c;
     }
     return $multi(o, undefined);
 }

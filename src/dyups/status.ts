@@ -10,6 +10,7 @@ import { allNames, currentVersion, readRecord } from "./store/command_log";
 import { COUNT, WORKER_PREFIX } from "./store/keys";
 import { shm } from "./store/shm";
 import { dnsStatus } from "./dns/status";
+import { clusterStatus } from "./cluster/status";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
 export function stateDigest(): number {
@@ -53,5 +54,6 @@ export function statusReport(): unknown {
         },
         shm: { dict: getOptions().dict, capacity: dict.capacity(), free: dict.free_space() },
         dns: dnsStatus(),
+        cluster: clusterStatus(),
     };
 }

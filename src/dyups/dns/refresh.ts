@@ -290,6 +290,7 @@ function reconcile(name: string): boolean {
     if (!changed) return true;
     const nrec: UpstreamRecord = {
         name: rec.name, body: rec.body, spec: rec.spec, endpoints, rev: rec.rev, created: rec.created, source: "dns",
+        etcd: rec.etcd,
     };
     const [ok, berr] = pcall(buildVersion, nrec);
     if (!ok) {

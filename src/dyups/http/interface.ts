@@ -11,7 +11,7 @@
 //   - `?format=json` on /list, /detail and /upstream/NAME; ETag/If-Match revisions for safe concurrent edits.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
-import { get, list, remove, update } from "../api";
+import { get, list, remove, revisionOf, update } from "../api";
 import { endpointId, sync } from "../registry";
 import { Endpoint, UpstreamRecord } from "../model";
 import { statusReport } from "../status";
@@ -74,7 +74,7 @@ function recordJson(rec: UpstreamRecord): unknown {
             fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
         });
     }
-    return { name: rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
+    return { name: rec.name, revision: revisionOf(rec), method: rec.spec.method, hash_key: rec.spec.hashKey,
         keepalive: rec.spec.keepalive, servers, body: rec.body };
 }
 
@@ -169,7 +169,7 @@ function handleGet(res: string[], n: number): void {
     if (what === "upstream" && n === 2) {
         const rec = get(r.get(2));
         if (rec === undefined) return send(404, "");
-        ngx.header["ETag"] = `"${rec.rev}"`;
+        ngx.header["ETag"] = `"${revisionOf(rec)}"`;
         if (wantsJson()) return sendJson(recordJson(rec));
         const out: LuaTable<number, string> = new LuaTable();
         detailLines(rec, false, out);

@@ -19,6 +19,12 @@ import { shm } from "./shm";
 /** A write's outcome: the new version, or a reason with the HTTP status that fits it. */
 export type WriteResult = LuaMultiReturn<[number, undefined, undefined] | [undefined, string, number]>;
 
+/**
+ * A check run under the writers' lock with the current raw record (undefined: absent): returns
+ * [reason, status] to refuse the write, or nothing. Cluster mode uses it (store/cluster.ts).
+ */
+export type CommitGuard = (this: void, oldRaw: string | undefined) => LuaMultiReturn<[string, number] | [undefined, undefined]>;
+
 const YIELDABLE: LuaTable<string, boolean> = new LuaTable();
 YIELDABLE.set("rewrite", true);
 YIELDABLE.set("access", true);
@@ -140,22 +146,26 @@ function full(err: string | undefined): string {
  * Returns the new version, or [undefined, reason, status]: 404 (delete of an unknown upstream),
  * 409 (lock busy), 412 (revision mismatch), 429 (max_upstreams reached), 507 (dict full), 500.
  */
-export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): WriteResult {
+export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number, guard?: CommitGuard): WriteResult {
     const dict = shm();
     const [locked, lerr] = lock(dict);
     if (!locked) {
         if (lerr === "busy") return $multi(undefined, "wait and try again\n", 409);
         return $multi(undefined, lerr, 500);
     }
-    const [result, reason, status] = commitLocked(dict, name, rec, expectRev);
+    const [result, reason, status] = commitLocked(dict, name, rec, expectRev, guard);
     unlock(dict);
     return $multi(result, reason, status) as WriteResult;
 }
 
-function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): WriteResult {
+function commitLocked(dict: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number, guard?: CommitGuard): WriteResult {
     const ukey = UPSTREAM_PREFIX + name;
     const [oldRaw, oldFlags] = dict.get(ukey);
     const exists = oldRaw !== undefined;
+    if (guard !== undefined) {
+        const [greason, gstatus] = guard(oldRaw as string | undefined);
+        if (greason !== undefined) return $multi(undefined, greason, gstatus as number);
+    }
     if (expectRev !== undefined) {
         let rev = 0;
         if (exists) {

@@ -26,6 +26,19 @@
 //                          300 s) unless refreshed, so a query nobody needs any more goes away on its own.
 //   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (owner; read by /status).
 //   hc:*                  owned by the health checker.
+//   cl:t:<name>  number   cluster mode (store/cluster.ts): the etcd revision at which upstream <name> was deleted
+//                          here, so that an older event of that name (a late watch event, a writer's own
+//                          write that lost the race) never brings it back. Written under the command log's
+//                          lock (the commit guard); TTL CLUSTER_TOMB_TTL.
+//   cl:applied   number   cluster mode: the etcd revision up to which this node applied every change of the
+//                          prefix (the watcher's position). Written by the watcher only; no TTL.
+//   cl:etcd      number   cluster mode: the highest etcd revision any worker of this node has seen (answers'
+//                          headers). Only grows while nginx runs; no TTL.
+//   cl:count     number   cluster mode: how many upstream keys etcd held at the watcher's last check.
+//   cl:info      string   cluster mode: JSON of the watcher's state for /status (state, endpoint, since,
+//                          last event, counters, last error). Written by the watcher only.
+//   cl:werr      string   cluster mode: JSON { error, at } of the last failed write to etcd (any worker).
+//   lease:cluster          the cluster watcher's lease (store/lease.ts).
 // Peer state is keyed by address, not by version, so it survives replacing the upstream.
 
 export const VERSION = "v";
@@ -46,6 +59,14 @@ export const DNS_OWNER = "dns:owner";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
 export const LEASE_PREFIX = "lease:";
+export const CLUSTER_TOMB_PREFIX = "cl:t:";
+export const CLUSTER_APPLIED = "cl:applied";
+export const CLUSTER_ETCD_REV = "cl:etcd";
+export const CLUSTER_COUNT = "cl:count";
+export const CLUSTER_INFO = "cl:info";
+export const CLUSTER_WRITE_ERROR = "cl:werr";
+/** seconds a cluster tombstone (cl:t:<name>) is kept */
+export const CLUSTER_TOMB_TTL = 3600;
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

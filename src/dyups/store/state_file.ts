@@ -19,6 +19,8 @@ export interface SavedUpstream {
     source: string;
     /** last resolved endpoints, per server (kept for names so a restart starts with the last good answers) */
     endpoints: UpstreamRecord["endpoints"];
+    /** cluster mode: the etcd revision of this state */
+    etcd?: number;
 }
 
 export interface StateFile {
@@ -67,7 +69,7 @@ function write(path: string, v: number): string | undefined {
         const rec = readRecord(name);
         if (rec !== undefined) {
             (ups as unknown as LuaTable<number, SavedUpstream>).set(ups.length + 1,
-                { name, body: rec.body, source: rec.source, endpoints: rec.endpoints });
+                { name, body: rec.body, source: rec.source, endpoints: rec.endpoints, etcd: rec.etcd });
         }
     }
     const [seenRaw] = shm().get(CONF_SEEN);
