@@ -124,11 +124,11 @@ function tick(premature: boolean): void {
     const [ok, err] = pcall(sync);
     if (!ok) ngx.log(ngx.ERR, "dyups: sync failed: ", err);
     heartbeat();
+    const [cok, cerr] = pcall(clusterTick);
+    if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
-    const [cok, cerr] = pcall(clusterTick);
-    if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
 }
 
 export function init_worker(): void {
@@ -137,6 +137,7 @@ export function init_worker(): void {
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
+    pcall(clusterTick); // cluster mode: the elected worker starts following etcd now, not a tick later
     ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion());
 }
 

@@ -26,7 +26,7 @@ import * as semaphore from "ngx.semaphore";
 import { getOptions } from "../options";
 import { allNames, readRaw } from "../store/command_log";
 import { appliedRevision, localRevision, noteRevision, saveWatcherInfo, setAppliedRevision, setEtcdCount, WatcherInfo } from "../store/cluster";
-import { claim, held, release, renew } from "../store/lease";
+import { claim, release, renew } from "../store/lease";
 import { applyRevision, applyValue } from "./apply";
 import { ClusterConfig, EtcdEndpoint, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
 import { b64, callEndpoint, currentEndpoint, headerRevision, KeyValue, num, openWatch, rangeAll, rotate, unb64 } from "./etcd";
@@ -53,13 +53,18 @@ function config(): ClusterConfig {
     return getOptions().cluster as ClusterConfig;
 }
 
-/** Seconds the lease survives its holder's silence: at least 2 s, and 3 ticks. */
+/**
+ * Seconds the lease survives its holder's silence. A dead holder's lease is taken over at once (lease.ts
+ * checks its pid), so this only bounds a holder that lives but stopped renewing (a worker busy with a long
+ * state-file save or a 10 000-upstream read must not lose it to a second watcher).
+ */
 export function leaseTtl(): number {
-    return math.max(2, 3 * getOptions().sync_interval);
+    return math.max(10, 3 * getOptions().sync_interval);
 }
 
+/** true while this worker should go on watching; renews the lease (the loop renews it, and the tick too). */
 function alive(): boolean {
-    return !ngx.worker.exiting() && held(LEASE);
+    return !ngx.worker.exiting() && renew(LEASE, leaseTtl());
 }
 
 function setState(state: string): void {
@@ -90,24 +95,33 @@ function accept(name: string): void {
     }
 }
 
-/** Applies etcd's state of NAME at `rev` (value: base64, or undefined for a deletion) unless this node has it. */
-function applyOne(name: string, value: string | undefined, rev: number): void {
+/**
+ * Applies etcd's state of NAME at `rev` (value: base64, or undefined for a deletion) unless this node has it.
+ * Returns true when it changed something here.
+ */
+function applyOne(name: string, value: string | undefined, rev: number): boolean {
     if (localRevision(name, readRaw(name)) >= rev) {
         accept(name);
-        return;
+        return false;
     }
-    const [, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev);
+    const [done, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev);
     if (reason !== undefined) reject(name, reason, status as number);
     else accept(name);
+    return done === true;
 }
 
 /** Reads every upstream key and applies the differences. Returns the revision read at. */
 function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undefined, string]> {
     const folder = upstreamsPrefix(c);
+    ngx.update_time();
+    const t0 = ngx.now();
     const [kvs, rev] = rangeAll(folder, prefixEnd(folder));
     if (kvs === undefined) return $multi(undefined, `cannot read ${folder} from etcd: ${rev as unknown as string}`);
     const at = rev as number;
     noteRevision(at);
+    ngx.update_time();
+    const t1 = ngx.now();
+    let changed = 0;
     // creation order in etcd = listing order here (a new node lists upstreams like the others)
     table.sort(kvs, (a: KeyValue, b: KeyValue) => a.create_revision < b.create_revision);
     const seen: LuaTable<string, boolean> = new LuaTable();
@@ -117,13 +131,17 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
         if (name !== undefined) {
             seen.set(name, true);
             count = count + 1;
-            applyOne(name, kv.value ?? "", kv.mod_revision);
-            if (count % YIELD_EVERY === 0) ngx.sleep(0);
+            if (applyOne(name, kv.value ?? "", kv.mod_revision)) changed = changed + 1;
+            if (count % YIELD_EVERY === 0) {
+                ngx.sleep(0);
+                if (!alive()) return $multi(undefined, "the watcher stopped (worker exiting or lease lost)");
+            }
         }
     }
     for (const [, name] of ipairs(allNames())) {
         if (seen.get(name) !== true) {
-            const [, reason] = applyRevision(name, undefined, at);
+            const [done, reason] = applyRevision(name, undefined, at);
+            if (done === true) changed = changed + 1;
             if (reason !== undefined) noteError(`cannot delete upstream ${name} (gone from etcd): ${reason}`);
             accept(name);
         }
@@ -132,6 +150,9 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
     setAppliedRevision(at);
     setEtcdCount(count);
     info.full_reads = info.full_reads + 1;
+    ngx.update_time();
+    ngx.log(ngx.NOTICE, "dyups: cluster: read ", count, " upstreams from etcd at revision ", at, " in ",
+        math.floor((t1 - t0) * 1000), " ms, applied ", changed, " changes in ", math.floor((ngx.now() - t1) * 1000), " ms", " at ", ngx.now());
     return $multi(at, undefined);
 }
 
@@ -327,7 +348,7 @@ function session(): LuaMultiReturn<[boolean, string | undefined]> {
 function loop(): void {
     info = { state: "starting", pid: ngx.worker.pid(), since: ngx.now(), full_reads: 0, events: 0 };
     rejectedStatus = new LuaTable();
-    ngx.log(ngx.NOTICE, "dyups: cluster: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") follows etcd ", config().prefix);
+    ngx.log(ngx.NOTICE, "dyups: cluster: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") follows etcd ", config().prefix, " at ", ngx.now());
     let backoff = 0.1;
     while (alive()) {
         const [ok, reason] = session();

@@ -42,7 +42,12 @@ import { b64, call, FailKind, headerRevision, num, unb64 } from "./etcd";
 export type WriteAnswer = LuaMultiReturn<[number, string, number?]>;
 
 /** seconds a write keeps retrying a request etcd may or may not have applied */
-export const WRITE_DEADLINE = 5;
+export const WRITE_DEADLINE = 6;
+/**
+ * ms one transaction may take: a proposal that the leader took with it when it died is never answered
+ * (etcd's own timeout is 5 s or more), so a write moves on to another member after this.
+ */
+export const TXN_TIMEOUT = 2000;
 /** how many times a plain write is re-based on a newer revision before it answers 409 */
 const MAX_REBASE = 50;
 
@@ -97,7 +102,7 @@ function txn(key: string, base: number, op: unknown): LuaMultiReturn<[TxnAnswer,
         compare: [{ key: k, target: "MOD", mod_revision: `${base}`, result: "EQUAL" }],
         success: [op],
         failure: [{ request_range: { key: k } }],
-    });
+    }, TXN_TIMEOUT);
     if (doc === undefined) return $multi(undefined, err as string, kind as FailKind);
     const ans = readTxn(doc);
     noteRevision(ans.revision);

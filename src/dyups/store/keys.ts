@@ -12,6 +12,9 @@
 //   w:<id>       string   "pid version time" of worker <id>: the version it has applied (sync observability).
 //   sf:saved     number   the version last written to the state file.
 //   sf:owner     number   pid of the worker writing the state file now (TTL).
+//   sf:next      number   earliest time (ngx.now()) of the next save: 4x the last save's duration after it, so
+//                          that a large state changing fast (a node loading 10 000 upstreams) is not rewritten
+//                          after every tick. TTL 60 s.
 //   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
 //   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
 //   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
@@ -51,6 +54,7 @@ export const CONF_SEEN = "confseen";
 export const WORKER_PREFIX = "w:";
 export const STATE_SAVED = "sf:saved";
 export const STATE_OWNER = "sf:owner";
+export const STATE_NEXT = "sf:next";
 export const FAILS_PREFIX = "f:";
 export const DOWN_PREFIX = "d:";
 export const CONNS_PREFIX = "k:";

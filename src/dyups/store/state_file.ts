@@ -8,7 +8,7 @@ import * as cjson from "cjson.safe";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { currentVersion, namesInOrder, readRecord } from "./command_log";
-import { CONF_SEEN, STATE_OWNER, STATE_SAVED } from "./keys";
+import { CONF_SEEN, STATE_NEXT, STATE_OWNER, STATE_SAVED } from "./keys";
 import { shm } from "./shm";
 
 export const FORMAT = "dyups-state/1";
@@ -52,9 +52,14 @@ export function saveIfChanged(force?: boolean): LuaMultiReturn<[boolean, string 
     const v = currentVersion();
     const [saved] = dict.get(STATE_SAVED);
     if (!force && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
+    if (!force && ngx.now() < ((dict.get(STATE_NEXT)[0] as number | undefined) ?? 0)) return $multi(false, undefined);
     const [mine] = dict.add(STATE_OWNER, ngx.worker.pid(), 10);
     if (!mine) return $multi(false, undefined);
+    ngx.update_time();
+    const started = ngx.now();
     const [ok, err] = pcall(write, path, v);
+    ngx.update_time();
+    dict.safe_set(STATE_NEXT, ngx.now() + 4 * (ngx.now() - started), 60);
     dict.delete(STATE_OWNER);
     if (!ok || err !== undefined) return failed(path, tostring(err));
     if (lastError !== undefined) ngx.log(ngx.NOTICE, "dyups: state saved to ", path, " again");
