@@ -12,6 +12,9 @@
 // and resolves its host names itself), and the id of the write (`by`), which lets a writer recognise its own
 // write after an answer that got lost (see writer.ts).
 
+/** the lease (store/lease.ts) of the worker that follows etcd for this node */
+export const LEASE = "cluster";
+
 export interface EtcdEndpoint {
     host: string;
     port: number;

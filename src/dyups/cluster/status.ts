@@ -12,12 +12,11 @@
 //                  the same etcd state
 //   upstreams_in_etcd, watcher (pid), since, last_event_at, full_reads, events, last_error(_at),
 //   rejected (upstreams etcd holds that this node cannot apply, with the reason), last_write_error
-import { ClusterConfig, EtcdEndpoint } from "./config";
+import { ClusterConfig, EtcdEndpoint, LEASE } from "./config";
 import { getOptions } from "../options";
 import { allNames, readRecord } from "../store/command_log";
 import { appliedRevision, etcdCount, lastWriteError, seenRevision, watcherInfo } from "../store/cluster";
 import { owner } from "../store/lease";
-import { LEASE } from "./watcher";
 
 /** XOR of crc32("name:etcd") over the stored records (see the header). */
 export function clusterDigest(): number {

@@ -22,17 +22,18 @@
 // Costs: a full read is O(upstreams in etcd + local upstreams), yielding every 200 applies; an event is one
 // parse + build + commit; the check is one small request per second per node.
 import * as cjson from "cjson.safe";
-import * as semaphore from "ngx.semaphore";
+import type { Semaphore } from "ngx.semaphore";
 import { getOptions } from "../options";
 import { allNames, readRaw } from "../store/command_log";
 import { appliedRevision, localRevision, noteRevision, saveWatcherInfo, setAppliedRevision, setEtcdCount, WatcherInfo } from "../store/cluster";
 import { claim, release, renew } from "../store/lease";
 import { applyRevision, applyValue } from "./apply";
-import { ClusterConfig, EtcdEndpoint, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
+import { ClusterConfig, EtcdEndpoint, LEASE, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
 import { b64, callEndpoint, currentEndpoint, headerRevision, KeyValue, num, openWatch, rangeAll, rotate, unb64 } from "./etcd";
 import { closeStream, HttpStream, readStream, streamTimeout } from "./http_client";
 
-export const LEASE = "cluster";
+/** lua-resty-core's ngx.semaphore, loaded on first use (it needs a real nginx; specs load this module without one) */
+let semaphores: { new: (this: void, n?: number) => LuaMultiReturn<[Semaphore | undefined, string | undefined]> } | undefined;
 /** seconds between checks of the watched member */
 const CHECK_INTERVAL = 1;
 /** consecutive failed checks after which the watch is dropped and a new session starts */
@@ -162,7 +163,7 @@ interface Inbox {
     head: number;
     tail: number;
     ended?: string;
-    sema: semaphore.Semaphore;
+    sema: Semaphore;
 }
 
 /** The reader thread: reads the stream, splits it into lines, queues them. Never touches shm. */
@@ -210,7 +211,7 @@ interface WatchResult {
  * Handles one answer of the watch. Returns undefined to go on, or how the session ends: [true] (start a new
  * session now: compaction) or [false, reason].
  */
-function handleLine(c: ClusterConfig, line: string): LuaMultiReturn<[boolean, string | undefined] | [undefined, undefined]> {
+export function handleAnswer(c: ClusterConfig, line: string): LuaMultiReturn<[boolean, string | undefined] | [undefined, undefined]> {
     const [msg] = cjson.decode(line);
     if (msg === undefined || type(msg) !== "table") return $multi(false, `etcd sent a watch answer that is not JSON: ${string.sub(line, 1, 120)}`);
     const m = msg as { result?: WatchResult; error?: { message?: string; error?: string } };
@@ -255,7 +256,7 @@ interface Check {
 }
 
 /** The check thread: one count of the prefix on the watched member. */
-function check(this: void, ep: EtcdEndpoint, folder: string, box: Check, sema: semaphore.Semaphore): void {
+function check(this: void, ep: EtcdEndpoint, folder: string, box: Check, sema: Semaphore): void {
     const [doc, err] = callEndpoint(ep, "/v3/kv/range", { key: b64(folder), range_end: b64(prefixEnd(folder)), count_only: true }, 2000);
     if (doc !== undefined) {
         noteRevision(headerRevision(doc));
@@ -285,8 +286,9 @@ function session(): LuaMultiReturn<[boolean, string | undefined]> {
     const [stream, werr] = openWatch(ep, folder, prefixEnd(folder), rev + 1);
     if (stream === undefined) return $multi(false, `cannot watch ${folder} at ${ep.name}: ${werr as string}`);
     streamTimeout(stream, WATCH_READ_TIMEOUT);
-    const [sema] = semaphore.new(0);
-    const box: Inbox = { lines: new LuaTable(), head: 1, tail: 0, sema: sema as semaphore.Semaphore };
+    if (semaphores === undefined) semaphores = require("ngx.semaphore");
+    const [sema] = (semaphores as NonNullable<typeof semaphores>).new(0);
+    const box: Inbox = { lines: new LuaTable(), head: 1, tail: 0, sema: sema as Semaphore };
     const reader = ngx.thread.spawn(readLoop, stream, box);
     info.endpoint = ep.name;
     info.since = ngx.now();
@@ -304,7 +306,7 @@ function session(): LuaMultiReturn<[boolean, string | undefined]> {
             const line = box.lines.get(box.head);
             box.lines.delete(box.head);
             box.head = box.head + 1;
-            const [stop, why] = handleLine(c, line);
+            const [stop, why] = handleAnswer(c, line);
             if (stop !== undefined) {
                 ended = true;
                 outcome = stop;
