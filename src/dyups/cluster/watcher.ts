@@ -153,7 +153,7 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
     info.full_reads = info.full_reads + 1;
     ngx.update_time();
     ngx.log(ngx.NOTICE, "dyups: cluster: read ", count, " upstreams from etcd at revision ", at, " in ",
-        math.floor((t1 - t0) * 1000), " ms, applied ", changed, " changes in ", math.floor((ngx.now() - t1) * 1000), " ms", " at ", ngx.now());
+        math.floor((t1 - t0) * 1000), " ms, applied ", changed, " changes in ", math.floor((ngx.now() - t1) * 1000), " ms");
     return $multi(at, undefined);
 }
 
@@ -350,7 +350,7 @@ function session(): LuaMultiReturn<[boolean, string | undefined]> {
 function loop(): void {
     info = { state: "starting", pid: ngx.worker.pid(), since: ngx.now(), full_reads: 0, events: 0 };
     rejectedStatus = new LuaTable();
-    ngx.log(ngx.NOTICE, "dyups: cluster: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") follows etcd ", config().prefix, " at ", ngx.now());
+    ngx.log(ngx.NOTICE, "dyups: cluster: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") follows etcd ", config().prefix);
     let backoff = 0.1;
     while (alive()) {
         const [ok, reason] = session();
