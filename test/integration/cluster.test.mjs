@@ -150,6 +150,25 @@ describe("one etcd, three nodes", () => {
     }
   });
 
+  test("the watching worker killed (SIGKILL), then nginx -s reload: another worker follows etcd at once", async () => {
+    const [p1, p2] = A.backendPorts;
+    const watcher = (await status(B)).cluster.watcher;
+    assert.ok(B.workerPids().includes(watcher));
+    process.kill(watcher, "SIGKILL");
+    assert.equal((await A.post("/upstream/handover", body(p1))).status, 200);
+    await converged(nodes(), etcd);
+    assert.equal((await B.proxy("handover")).body, String(p1));
+    assert.notEqual((await status(B)).cluster.watcher, watcher);
+    const old = B.workerPids();
+    B.signal("HUP");
+    assert.ok(await eventually(() => { const p = B.workerPids(); return p.length === 2 && p.every((x) => !old.includes(x)); }, 10000),
+      "the old workers exit after a reload (the watcher stops its threads)");
+    assert.equal((await C.post("/upstream/handover", body(p2))).status, 200);
+    const { statuses } = await converged(nodes(), etcd);
+    assert.ok(!old.includes(statuses[1].watcher));
+    assert.equal((await B.proxy("handover")).body, String(p2));
+  });
+
   test("a node stopped while writes happen and restarted converges (digests equal, /status)", async () => {
     const [p1, p2] = A.backendPorts;
     for (let i = 0; i < 5; i++) assert.equal((await A.post(`/upstream/stop${i}`, body(p1))).status, 200);
