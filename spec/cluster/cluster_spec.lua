@@ -108,6 +108,10 @@ describe("cluster apply", function()
     assert.is_true((put("web", 3, 8)))
     assert.equal("server 127.0.0.1:3;", log.readRecord("web").body)
     assert.is_false((apply.applyRevision("gone", nil, 9)), "deleting a name this node does not have changes nothing")
+    -- etcd restored to older revisions: the watcher's full read forces etcd's state
+    assert.is_true((apply.applyValue("web", cjson.encode({ name = "web", body = "server 127.0.0.1:4;" }), 2, true)))
+    assert.equal(2, log.readRecord("web").etcd)
+    assert.is_true((put("web", 5, 3)), "and from there on, revisions move forward again")
   end)
 
   it("refuses values it cannot use (400), and applies names it cannot resolve yet (the DNS timer's job)", function()

@@ -274,8 +274,23 @@ describe("one etcd, three nodes", () => {
     assert.match(bad.body, /authentication as "root" failed .*; nothing was changed/);
     const es = await eventually(async () => { const c = (await status(E)).cluster; return /authentication/.test(c.last_error ?? "") ? c : false; }, 5000);
     assert.ok(es, `the watcher of the node with the wrong password reports why: ${JSON.stringify((await status(E)).cluster)}`);
-    // leave etcd without auth for nothing else: the suite ends here
     const { body: tok } = await gateway(port, "/v3/auth/authenticate", { name: "root", password: "rootpw" });
-    await gateway(port, "/v3/auth/disable", {}, 5000, { authorization: tok.token });
+    assert.equal((await gateway(port, "/v3/auth/disable", {}, 5000, { authorization: tok.token })).status, 200);
+  });
+
+  test("etcd replaced by an empty one (revisions go back): the nodes take its state as it is, then follow it", async () => {
+    const [p1, p2] = A.backendPorts;
+    const before = (await status(A)).cluster.revision;
+    assert.ok(before > 50);
+    await etcd.wipe();
+    assert.ok(await etcd.revision() < before);
+    // the watchers read the new etcd: nothing there, so every upstream goes away
+    await converged(nodes(), etcd, 20000);
+    assert.equal((await A.get("/list")).status, 204);
+    for (let i = 0; i < 3; i++) assert.equal((await nodes()[i].post(`/upstream/fresh${i}`, body(i % 2 ? p1 : p2))).status, 200);
+    await converged(nodes(), etcd);
+    assert.equal((await C.proxy("fresh0")).body, String(p2));
+    assert.match((await status(B)).cluster.etcd_revision.toString(), /^\d+$/);
+    assert.ok((await status(B)).cluster.etcd_revision < before, "the revision seen goes back with etcd");
   });
 });

@@ -130,6 +130,12 @@ export async function startEtcd({ members = 1 } = {}) {
     /** starts member i again with its data */
     async start(i) { const m = ms[i]; if (!m.proc) { startMember(m); } },
     async waitReady(i) { await waitReady(ms[i]); },
+    /** stops every member, removes their data and starts a new, empty cluster on the same ports */
+    async wipe() {
+      await e.stopAll("SIGKILL");
+      for (const m of ms) rmSync(path.join(dir, m.name), { recursive: true, force: true });
+      await e.startAll();
+    },
     async stopAll(signal = "SIGTERM") { await Promise.all(ms.map((_, i) => e.kill(i, signal))); },
     async startAll() { ms.forEach((m) => { if (!m.proc) startMember(m); }); await Promise.all(ms.map((m) => waitReady(m))); },
     async stop() {

@@ -51,13 +51,14 @@ export function prepareRemote(name: string, body: string): LuaMultiReturn<[Upstr
 }
 
 /**
- * Commits etcd revision `rev` of NAME: `rec` (a put) or undefined (a delete). Returns true (applied), false
+ * Commits etcd revision `rev` of NAME: `rec` (a put) or undefined (a delete). `force` skips the revision
+ * comparison (etcd's revisions went back: the watcher's full read). Returns true (applied), false
  * (this node already had that revision or a newer one, or a delete of a name it does not have), or
  * [undefined, reason, status] (429, 507, 500: it could not be applied here).
  */
-export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number): Applied {
+export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean): Applied {
     if (rec !== undefined) rec.etcd = rev;
-    const guard = etcdGuard(name, rev, rec === undefined);
+    const guard = etcdGuard(name, rev, rec === undefined, force);
     const deadline = ngx.now() + LOCK_PATIENCE;
     for (;;) {
         const [v, reason, status] = commit(name, rec, undefined, guard);
@@ -71,12 +72,15 @@ export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev
     }
 }
 
-/** Applies a value read from etcd (a watch event or a full read). Same results as applyRevision, plus 400 for a value this node rejects. */
-export function applyValue(name: string, value: string | undefined, rev: number): Applied {
-    if (value === undefined) return applyRevision(name, undefined, rev);
+/**
+ * Applies a value read from etcd (a watch event or a full read). Same results as applyRevision, plus 400 for
+ * a value this node rejects. `force`: see applyRevision.
+ */
+export function applyValue(name: string, value: string | undefined, rev: number, force?: boolean): Applied {
+    if (value === undefined) return applyRevision(name, undefined, rev, force);
     const [stored, derr] = decodeStored(name, value);
     if (stored === undefined) return $multi(undefined, derr as string, 400);
     const [rec, perr] = prepareRemote(name, stored.body);
     if (rec === undefined) return $multi(undefined, perr as string, 400);
-    return applyRevision(name, rec, rev);
+    return applyRevision(name, rec, rev, force);
 }

@@ -179,14 +179,19 @@ export function toKeyValue(raw: { key?: string; value?: string; mod_revision?: s
 /** Number of keys per page of a full read. */
 export const PAGE = 1000;
 
-/**
- * Every key in [key, rangeEnd) at one revision, in pages (the gateway's answers stay small). Returns the
- * pairs (key order) and the revision they were read at.
- */
-export function rangeAll(key: string, rangeEnd: string): LuaMultiReturn<[KeyValue[], number, undefined] | [undefined, string, FailKind]> {
+/** A full read: the pairs (key order), the revision they were read at, and the etcd cluster's id. */
+export interface Snapshot {
+    kvs: KeyValue[];
+    revision: number;
+    clusterId: string;
+}
+
+/** Every key in [key, rangeEnd) at one revision, in pages (the gateway's answers stay small). */
+export function rangeAll(key: string, rangeEnd: string): EtcdResult<Snapshot> {
     const out: KeyValue[] = [];
     let n = 0;
     let rev = 0;
+    let clusterId = "";
     let from = key;
     for (;;) {
         const req: LuaTable<string, unknown> = new LuaTable();
@@ -196,7 +201,11 @@ export function rangeAll(key: string, rangeEnd: string): LuaMultiReturn<[KeyValu
         if (rev > 0) req.set("revision", `${rev}`);
         const [doc, err, kind] = call("/v3/kv/range", req);
         if (doc === undefined) return $multi(undefined, err as string, kind as FailKind);
-        if (rev === 0) rev = headerRevision(doc);
+        if (rev === 0) {
+            rev = headerRevision(doc);
+            const h = doc.get("header") as { cluster_id?: string } | undefined;
+            clusterId = h !== undefined ? tostring(h.cluster_id ?? "") : "";
+        }
         const kvs = doc.get("kvs") as unknown[] | undefined;
         let last: string | undefined;
         if (kvs !== undefined) {
@@ -210,7 +219,7 @@ export function rangeAll(key: string, rangeEnd: string): LuaMultiReturn<[KeyValu
         if (doc.get("more") !== true || last === undefined) break;
         from = last + "\0";
     }
-    return $multi(out, rev, undefined);
+    return $multi({ kvs: out, revision: rev, clusterId }, undefined, undefined);
 }
 
 /** Opens a watch of [key, rangeEnd) from `startRevision` on endpoint `ep`. The stream carries one JSON answer per line. */

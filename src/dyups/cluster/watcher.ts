@@ -25,7 +25,10 @@ import * as cjson from "cjson.safe";
 import type { Semaphore } from "ngx.semaphore";
 import { getOptions } from "../options";
 import { allNames, readRaw } from "../store/command_log";
-import { appliedRevision, localRevision, noteRevision, saveWatcherInfo, setAppliedRevision, setEtcdCount, WatcherInfo } from "../store/cluster";
+import {
+    appliedRevision, clusterId, localRevision, noteRevision, resetSeenRevision, saveWatcherInfo, setAppliedRevision, setClusterId, setEtcdCount,
+    WatcherInfo,
+} from "../store/cluster";
 import { claim, release, renew } from "../store/lease";
 import { applyRevision, applyValue } from "./apply";
 import { ClusterConfig, EtcdEndpoint, LEASE, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
@@ -100,15 +103,25 @@ function accept(name: string): void {
  * Applies etcd's state of NAME at `rev` (value: base64, or undefined for a deletion) unless this node has it.
  * Returns true when it changed something here.
  */
-function applyOne(name: string, value: string | undefined, rev: number): boolean {
-    if (localRevision(name, readRaw(name)) >= rev) {
+function applyOne(name: string, value: string | undefined, rev: number, force?: boolean): boolean {
+    const raw = readRaw(name);
+    const local = localRevision(name, raw);
+    if (force === true ? (local === rev && raw !== undefined && value !== undefined && sameBody(raw, value)) : local >= rev) {
         accept(name);
         return false;
     }
-    const [done, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev);
+    const [done, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev, force);
     if (reason !== undefined) reject(name, reason, status as number);
     else accept(name);
     return done === true;
+}
+
+/** true when the stored record's body is the body of etcd's value (base64 JSON). */
+function sameBody(raw: string, value: string): boolean {
+    const [rec] = cjson.decode(raw);
+    const [stored] = cjson.decode(unb64(value));
+    return rec !== undefined && stored !== undefined && type(stored) === "table"
+        && (rec as { body?: string }).body === (stored as { body?: string }).body;
 }
 
 /** Reads every upstream key and applies the differences. Returns the revision read at. */
@@ -116,9 +129,23 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
     const folder = upstreamsPrefix(c);
     ngx.update_time();
     const t0 = ngx.now();
-    const [kvs, rev] = rangeAll(folder, prefixEnd(folder));
-    if (kvs === undefined) return $multi(undefined, `cannot read ${folder} from etcd: ${rev as unknown as string}`);
-    const at = rev as number;
+    const [snap, err] = rangeAll(folder, prefixEnd(folder));
+    if (snap === undefined) return $multi(undefined, `cannot read ${folder} from etcd: ${err as string}`);
+    const at = snap.revision;
+    const kvs = snap.kvs;
+    // etcd's revisions only grow, within one etcd cluster: lower than what this node applied, or another
+    // cluster id, means etcd was restored from a backup or replaced. Its state wins as it is (comparing its
+    // revisions with the ones this node holds means nothing). The first read after a start (a fresh dict,
+    // maybe loaded from the state file while etcd was replaced) is taken as it is too.
+    const known = clusterId();
+    const first = appliedRevision() === 0;
+    const back = first || at < appliedRevision() || (known !== undefined && known !== snap.clusterId);
+    if (back && !first) {
+        ngx.log(ngx.WARN, "dyups: cluster: etcd was restored or replaced (revision ", appliedRevision(), " -> ", at, ", cluster ",
+            known ?? "?", " -> ", snap.clusterId, "): this node takes etcd's state as it is");
+        resetSeenRevision(at);
+    }
+    setClusterId(snap.clusterId);
     noteRevision(at);
     ngx.update_time();
     const t1 = ngx.now();
@@ -132,7 +159,7 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
         if (name !== undefined) {
             seen.set(name, true);
             count = count + 1;
-            if (applyOne(name, kv.value ?? "", kv.mod_revision)) changed = changed + 1;
+            if (applyOne(name, kv.value ?? "", kv.mod_revision, back)) changed = changed + 1;
             if (count % YIELD_EVERY === 0) {
                 ngx.sleep(0);
                 if (!alive()) return $multi(undefined, "the watcher stopped (worker exiting or lease lost)");
@@ -141,7 +168,7 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
     }
     for (const [, name] of ipairs(allNames())) {
         if (seen.get(name) !== true) {
-            const [done, reason] = applyRevision(name, undefined, at);
+            const [done, reason] = applyRevision(name, undefined, at, back);
             if (done === true) changed = changed + 1;
             if (reason !== undefined) noteError(`cannot delete upstream ${name} (gone from etcd): ${reason}`);
             accept(name);

@@ -14,7 +14,7 @@ import { UpstreamRecord } from "../model";
 import { CommitGuard } from "./command_log";
 import { dict } from "./dict";
 import {
-    CLUSTER_APPLIED, CLUSTER_COUNT, CLUSTER_ETCD_REV, CLUSTER_INFO, CLUSTER_TOMB_PREFIX, CLUSTER_TOMB_TTL, CLUSTER_WRITE_ERROR,
+    CLUSTER_APPLIED, CLUSTER_COUNT, CLUSTER_ETCD_REV, CLUSTER_ID, CLUSTER_INFO, CLUSTER_TOMB_PREFIX, CLUSTER_TOMB_TTL, CLUSTER_WRITE_ERROR,
 } from "./keys";
 
 /** The status a guard refuses an old revision with (the caller treats it as "already applied"). */
@@ -39,12 +39,13 @@ export function localRevision(name: string, raw: string | undefined): number {
 /**
  * The guard for applying etcd revision `rev` of NAME (a put, or a delete when `isDelete`): refuses with
  * STALE when this node already holds that revision or a newer one; for a delete, records the tombstone.
- * Never raises (it runs under the writers' lock).
+ * `force`: etcd's revisions went back (restored from a backup, or another cluster): apply whatever this node
+ * holds. Never raises (it runs under the writers' lock).
  */
-export function etcdGuard(name: string, rev: number, isDelete: boolean): CommitGuard {
+export function etcdGuard(name: string, rev: number, isDelete: boolean, force?: boolean): CommitGuard {
     return (oldRaw: string | undefined) => {
         const cur = localRevision(name, oldRaw);
-        if (cur >= rev) return $multi(`already at etcd revision ${cur}`, STALE);
+        if (cur >= rev && force !== true) return $multi(`already at etcd revision ${cur}`, STALE);
         if (isDelete) dict().safe_set(CLUSTER_TOMB_PREFIX + name, rev, CLUSTER_TOMB_TTL);
         return $multi(undefined, undefined);
     };
@@ -70,6 +71,20 @@ export function noteRevision(rev: number | undefined): void {
     const d = dict();
     const [cur] = d.get(CLUSTER_ETCD_REV);
     if (cur === undefined || (cur as number) < rev) d.safe_set(CLUSTER_ETCD_REV, rev);
+}
+
+/** The id of the etcd cluster this node follows (from its last full read), or undefined. */
+export function clusterId(): string | undefined {
+    return dict().get(CLUSTER_ID)[0] as string | undefined;
+}
+
+export function setClusterId(id: string): void {
+    if (id !== "") dict().safe_set(CLUSTER_ID, id);
+}
+
+/** Sets the seen revision back (etcd's revisions went back: see the watcher's full read). */
+export function resetSeenRevision(rev: number): void {
+    dict().safe_set(CLUSTER_ETCD_REV, rev);
 }
 
 export function setEtcdCount(n: number): void {

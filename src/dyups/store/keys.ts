@@ -38,6 +38,7 @@
 //   cl:etcd      number   cluster mode: the highest etcd revision any worker of this node has seen (answers'
 //                          headers). Only grows while nginx runs; no TTL.
 //   cl:count     number   cluster mode: how many upstream keys etcd held at the watcher's last check.
+//   cl:id        string   cluster mode: the etcd cluster id of the last full read (another id: etcd was replaced).
 //   cl:info      string   cluster mode: JSON of the watcher's state for /status (state, endpoint, since,
 //                          last event, counters, last error). Written by the watcher only.
 //   cl:werr      string   cluster mode: JSON { error, at } of the last failed write to etcd (any worker).
@@ -67,6 +68,7 @@ export const CLUSTER_TOMB_PREFIX = "cl:t:";
 export const CLUSTER_APPLIED = "cl:applied";
 export const CLUSTER_ETCD_REV = "cl:etcd";
 export const CLUSTER_COUNT = "cl:count";
+export const CLUSTER_ID = "cl:id";
 export const CLUSTER_INFO = "cl:info";
 export const CLUSTER_WRITE_ERROR = "cl:werr";
 /** seconds a cluster tombstone (cl:t:<name>) is kept */
