@@ -119,6 +119,25 @@ async function main() {
       agent.destroy();
       return { rate: n / ((performance.now() - t0) / 1000), p50: pct(lat, 50), p99: pct(lat, 99), failed, first };
     }
+    /** the floor: the same guarded transaction sent to etcd directly from here (keep-alive), no nginx */
+    async function rawRate(concurrency) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+      let n = 0;
+      const t0 = performance.now(), end = t0 + seconds * 1000;
+      await Promise.all(Array.from({ length: concurrency }, async () => {
+        while (performance.now() < end) {
+          const i = n++;
+          const key = b64(`/raw/upstreams/r${i % 100}`);
+          const body = JSON.stringify({ compare: [{ key, target: "VERSION", version: "0", result: "GREATER" }],
+            success: [{ request_put: { key, value: b64(JSON.stringify({ name: `r${i % 100}`, body: `server 127.0.0.1:${1000 + i % 50};` })) } }],
+            failure: [{ request_put: { key, value: b64("{}") } }] });
+          const r = await req(agent, etcd.members[0].client, "POST", "/v3/kv/txn", body, { "content-type": "application/json" });
+          if (r.status !== 200) throw new Error(`etcd txn: ${r.status} ${r.body}`);
+        }
+      }));
+      agent.destroy();
+      return n / ((performance.now() - t0) / 1000);
+    }
     console.log(`\n## b. writes/s through etcd vs the embedded mode (one node, 2 workers, 100 names, keep-alive clients, ${rounds} x ${seconds} s rounds, interleaved)`);
     console.log(`  ${pad("clients", 9)}${pad("mode", 10)}${lpad("writes/s", 10)}${lpad("p50 ms", 9)}${lpad("p99 ms", 9)}${lpad("failed", 8)}`);
     for (const concurrency of [1, 8]) {
@@ -131,8 +150,9 @@ async function main() {
         }
       }
       const c = median(res.cluster.map((x) => x.rate)), e = median(res.embedded.map((x) => x.rate));
-      console.log(`  ${concurrency} client(s): cluster ${f1(c)} writes/s, embedded ${f1(e)} writes/s, ratio ${f2(c / e)}`);
-      summary.push(`cluster.b  writes/s from ${concurrency} client(s): ${f1(c)} through etcd (p99 ${f2(median(res.cluster.map((x) => x.p99)))} ms), embedded ${f1(e)}, ratio ${f2(c / e)}`);
+      const raw = await rawRate(concurrency);
+      console.log(`  ${concurrency} client(s): cluster ${f1(c)} writes/s, embedded ${f1(e)} writes/s, ratio ${f2(c / e)}; etcd alone (the same transaction from here, no nginx) ${f1(raw)} txn/s: cluster/etcd ${f2(c / raw)}`);
+      summary.push(`cluster.b  writes/s from ${concurrency} client(s): ${f1(c)} through etcd (p99 ${f2(median(res.cluster.map((x) => x.p99)))} ms), embedded ${f1(e)} (ratio ${f2(c / e)}), etcd alone ${f1(raw)} txn/s (ratio ${f2(c / raw)})`);
     }
   }
 
