@@ -15,8 +15,8 @@ import { Endpoint, UpstreamRecord } from "../model";
 import { parseBody, validateName } from "../parse/upstream";
 import { resolveEndpoints } from "../dns/resolve";
 import { buildVersion } from "../registry";
-import { canYield, commit } from "../store/command_log";
-import { etcdGuard, STALE } from "../store/cluster";
+import { canYield, commit, readRaw } from "../store/command_log";
+import { etcdGuard, localRevision, STALE } from "../store/cluster";
 import { StoredUpstream } from "./config";
 
 /** What a commit attempt says: applied, already there (or newer), or a failure with its status. */
@@ -57,6 +57,8 @@ export function prepareRemote(name: string, body: string): LuaMultiReturn<[Upstr
  * [undefined, reason, status] (429, 507, 500: it could not be applied here).
  */
 export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean): Applied {
+    // the race between the writer and the watcher of this node usually ends here, without the writers' lock
+    if (force !== true && localRevision(name, readRaw(name)) >= rev) return $multi(false, undefined, undefined);
     if (rec !== undefined) rec.etcd = rev;
     const guard = etcdGuard(name, rev, rec === undefined, force);
     const deadline = ngx.now() + LOCK_PATIENCE;
