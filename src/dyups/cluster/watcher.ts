@@ -30,6 +30,7 @@ import {
     WatcherInfo,
 } from "../store/cluster";
 import { claim, release, renew } from "../store/lease";
+import { deferSave } from "../store/state_file";
 import { applyRevision, applyValue } from "./apply";
 import { ClusterConfig, EtcdEndpoint, LEASE, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
 import { b64, callEndpoint, currentEndpoint, headerRevision, KeyValue, num, openWatch, rangeAll, rotate, unb64 } from "./etcd";
@@ -161,6 +162,7 @@ function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undef
             count = count + 1;
             if (applyOne(name, kv.value ?? "", kv.mod_revision, back)) changed = changed + 1;
             if (count % YIELD_EVERY === 0) {
+                if (changed > 0) deferSave(1); // the state file is written once, after the read
                 ngx.sleep(0);
                 if (!alive()) return $multi(undefined, "the watcher stopped (worker exiting or lease lost)");
             }

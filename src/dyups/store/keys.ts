@@ -14,7 +14,7 @@
 //   sf:owner     number   pid of the worker writing the state file now (TTL).
 //   sf:next      number   earliest time (ngx.now()) of the next save: 4x the last save's duration after it, so
 //                          that a large state changing fast (a node loading 10 000 upstreams) is not rewritten
-//                          after every tick. TTL 60 s.
+//                          after every tick; pushed on by a bulk load in progress (deferSave). TTL 60 s.
 //   f:<peer>     number   passive failures of peer address <peer> ("host:port"); TTL fail_timeout (or 2x when down).
 //   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
 //   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so

@@ -105,6 +105,16 @@ function write(path: string, v: number): string | undefined {
 }
 
 /**
+ * Puts the next save off by `seconds` (never sooner than already planned): a bulk load in progress (the
+ * cluster watcher's full read) whose intermediate states are not worth an O(upstreams) save each.
+ */
+export function deferSave(seconds: number): void {
+    const d = shm();
+    const until = ngx.now() + seconds;
+    if (((d.get(STATE_NEXT)[0] as number | undefined) ?? 0) < until) d.safe_set(STATE_NEXT, until, 60);
+}
+
+/**
  * Reads the state file. Returns the state, or undefined when there is none; a file that is not a valid
  * state is moved aside (PATH.corrupt-TIME) and reported, so the start goes on from upstream_conf.
  */
