@@ -11,6 +11,7 @@
 //   c. a new node loading 10 000 upstreams from etcd: from nginx's start to routing the last one (target
 //      < 2 s), and the node's own figures (read, apply). Baseline: an embedded node starting from a state
 //      file with the same 10 000 upstreams.
+// ONLY_C=1 runs part c alone; BENCH_QUICK=1 shortens a and b.
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, existsSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";

@@ -98,6 +98,9 @@ describe("one etcd, three nodes", () => {
     const bad = await B.post("/upstream/etag", "server 127.0.0.1:1 bogus=1;");
     assert.equal(bad.status, 400);
     assert.match(bad.body, /^add server failed: invalid parameter "bogus=1"/);
+    const huge = await B.post("/upstream/etag", `# ${"x".repeat(2200000)}\n${body(p1)}`);
+    assert.equal(huge.status, 413, "a body larger than etcd takes");
+    assert.match(huge.body, /^add server failed: etcd refused the write: .*larger than max.*; nothing was changed$/);
     assert.equal(await etcd.revision(), rev3);
     // the Lua API on A
     const lua = await A.get(`/lua-update?name=viaLua&body=${encodeURIComponent(body(p2))}`);

@@ -18,7 +18,7 @@ import { ClusterConfig, EtcdEndpoint } from "./config";
 import { HttpRequest, HttpStream, open, request } from "./http_client";
 
 /** How a failure ended: see the header. */
-export type FailKind = "unreachable" | "unknown" | "rejected" | "compacted";
+export type FailKind = "unreachable" | "unknown" | "rejected" | "compacted" | "too large";
 export type EtcdResult<T> = LuaMultiReturn<[T, undefined, undefined] | [undefined, string, FailKind]>;
 
 export const CONNECT_TIMEOUT = 1000;
@@ -94,6 +94,8 @@ interface GatewayError {
 function classify(e: GatewayError): FailKind {
     const msg = e.message ?? e.error ?? "";
     if (string.find(msg, "compacted", 1, true)[0] !== undefined) return "compacted";
+    // etcd's --max-request-bytes (raft) or its gRPC message limit
+    if (string.find(msg, "too large", 1, true)[0] !== undefined || string.find(msg, "larger than max", 1, true)[0] !== undefined) return "too large";
     const code = e.code ?? 2;
     // 3 invalid argument, 5 not found, 6 exists, 7 permission denied, 8 exhausted (no space), 9 precondition,
     // 11 out of range, 16 unauthenticated: etcd decided; a retry cannot help

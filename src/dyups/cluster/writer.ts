@@ -121,11 +121,11 @@ function applyOwn(name: string, rec: UpstreamRecord | undefined, rev: number): W
     return $multi(200, "success", rev);
 }
 
-/** A failure after which nothing was changed anywhere. */
+/** A failure after which nothing was changed anywhere: 503, or 413 for a body etcd will never take. */
 function refused(err: string, kind: FailKind): WriteAnswer {
     const msg = kind === "unreachable" ? `${err}; nothing was changed` : `etcd refused the write: ${err}; nothing was changed`;
     noteWriteError(msg);
-    return $multi(503, msg);
+    return $multi(kind === "too large" ? 413 : 503, msg);
 }
 
 function unconfirmed(err: string): WriteAnswer {
@@ -176,8 +176,8 @@ export function clusterUpdate(name: string, rec: UpstreamRecord, expectRev?: num
             base = curRev;
         } else {
             lastErr = err as string;
-            if (!uncertain && (kind === "unreachable" || kind === "rejected" || kind === "compacted")) return refused(lastErr, kind as FailKind);
-            if (kind === "rejected") return unconfirmed(lastErr);
+            if (!uncertain && kind !== "unknown") return refused(lastErr, kind as FailKind);
+            if (kind !== "unknown" && kind !== "unreachable") return unconfirmed(lastErr);
             uncertain = true;
             if (ngx.now() >= deadline) return unconfirmed(lastErr);
             pause(attempt);
@@ -221,8 +221,8 @@ export function clusterRemove(name: string, expectRev?: number): WriteAnswer {
             base = cur.mod_revision;
         } else {
             lastErr = err as string;
-            if (!uncertain && (kind === "unreachable" || kind === "rejected" || kind === "compacted")) return refused(lastErr, kind as FailKind);
-            if (kind === "rejected") return unconfirmed(lastErr);
+            if (!uncertain && kind !== "unknown") return refused(lastErr, kind as FailKind);
+            if (kind !== "unknown" && kind !== "unreachable") return unconfirmed(lastErr);
             uncertain = true;
             if (ngx.now() >= deadline) return unconfirmed(lastErr);
             pause(attempt);
