@@ -70,7 +70,7 @@ export function validateCluster(v: unknown): LuaMultiReturn<[ClusterConfig, unde
         const ep = type(e) === "string" ? parseEndpoint(e as string) : undefined;
         if (ep === undefined) return $multi(undefined, `option "cluster.etcd" entry ${i} (${tostring(e)}) must be "host:port" or "http://host:port"`);
         n = n + 1;
-        (endpoints as unknown as LuaTable<number, EtcdEndpoint>).set(n, ep);
+        endpoints[n - 1] = ep;
     }
     if (n === 0) return $multi(undefined, `option "cluster.etcd" must list at least one endpoint`);
     const prefix = (t.get("prefix") as string | undefined) ?? "/dyups";

@@ -46,7 +46,7 @@ function config(): ClusterConfig {
 export function currentEndpoint(): EtcdEndpoint {
     const eps = config().endpoints;
     if (current > eps.length) current = 1;
-    return (eps as unknown as LuaTable<number, EtcdEndpoint>).get(current);
+    return eps[current - 1];
 }
 
 /** Moves to the next endpoint (after a failure). */
@@ -106,7 +106,7 @@ function classify(e: GatewayError): FailKind {
 function authenticate(ep: EtcdEndpoint): LuaMultiReturn<[string, undefined, undefined] | [undefined, string, FailKind]> {
     const c = config();
     const [doc, status, sent] = post(ep, "/v3/auth/authenticate", { name: c.user, password: c.password }, REQUEST_TIMEOUT);
-    if (doc === undefined) return $multi(undefined, status as unknown as string, sent === true ? "unknown" : "unreachable");
+    if (doc === undefined) return $multi(undefined, tostring(status), sent === true ? "unknown" : "unreachable");
     const d = doc as { token?: string } & GatewayError;
     if (status !== 200 || type(d.token) !== "string") {
         return $multi(undefined, `authentication as "${c.user}" failed at ${ep.name}: ${d.message ?? d.error ?? `status ${status}`}`, "rejected");
@@ -129,7 +129,7 @@ function callOn(ep: EtcdEndpoint, path: string, body: unknown, timeout: number):
             }
         }
         const [doc, status, sent] = post(ep, path, body, timeout, token);
-        if (doc === undefined) return $multi(undefined, status as unknown as string, sent === true ? "unknown" : "unreachable");
+        if (doc === undefined) return $multi(undefined, tostring(status), sent === true ? "unknown" : "unreachable");
         if (status === 200) return $multi(doc as LuaTable<string, unknown>, undefined, undefined);
         const e = doc as GatewayError;
         const msg = e.message ?? e.error ?? `status ${status}`;
@@ -157,7 +157,7 @@ export function call(path: string, body: unknown, timeout?: number): EtcdResult<
             if (kind === "unknown") rotate();
             return $multi(undefined, err as string, kind as FailKind);
         }
-        (reasons as unknown as LuaTable<number, string>).set(i, err as string);
+        reasons[i - 1] = err as string;
         rotate();
     }
     return $multi(undefined, `etcd is unreachable (${table.concat(reasons, "; ")})`, "unreachable");
@@ -214,7 +214,7 @@ export function rangeAll(key: string, rangeEnd: string): EtcdResult<Snapshot> {
             for (const [, raw] of ipairs(kvs)) {
                 const kv = toKeyValue(raw as { key?: string });
                 n = n + 1;
-                (out as unknown as LuaTable<number, KeyValue>).set(n, kv);
+                out[n - 1] = kv;
                 last = kv.key;
             }
         }

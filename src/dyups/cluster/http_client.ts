@@ -195,20 +195,25 @@ function readPiece(c: Conn): LuaMultiReturn<[string, undefined] | [undefined, st
 }
 
 function buildRequest(t: HttpTarget, r: HttpRequest): string {
-    const parts: string[] = [];
-    let n = 0;
-    const add = (s: string): void => {
+    const parts: string[] = [`${r.method} ${r.path} HTTP/1.1\r\nHost: ${t.host}:${t.port}\r\n`];
+    let n = 1;
+    if (r.body !== undefined || r.method === "POST" || r.method === "PUT") {
         n = n + 1;
-        (parts as unknown as LuaTable<number, string>).set(n, s);
-    };
-    add(`${r.method} ${r.path} HTTP/1.1\r\nHost: ${t.host}:${t.port}\r\n`);
-    if (r.body !== undefined || r.method === "POST" || r.method === "PUT") add(`Content-Length: ${(r.body ?? "").length}\r\n`);
-    if (r.keepalive === false) add("Connection: close\r\n");
-    if (r.headers !== undefined) {
-        for (const [k, v] of pairs(r.headers)) add(`${k}: ${v}\r\n`);
+        parts[n - 1] = `Content-Length: ${(r.body ?? "").length}\r\n`;
     }
-    add("\r\n");
-    if (r.body !== undefined) add(r.body);
+    if (r.keepalive === false) {
+        n = n + 1;
+        parts[n - 1] = "Connection: close\r\n";
+    }
+    if (r.headers !== undefined) {
+        for (const [k, v] of pairs(r.headers)) {
+            n = n + 1;
+            parts[n - 1] = `${k}: ${v}\r\n`;
+        }
+    }
+    n = n + 1;
+    parts[n - 1] = "\r\n";
+    if (r.body !== undefined) parts[n] = r.body;
     return table.concat(parts);
 }
 
@@ -275,12 +280,12 @@ function start(t: HttpTarget, r: HttpRequest): LuaMultiReturn<[HttpStream, undef
             if (attempt === 1 && reused !== undefined && reused > 0) continue;
             return $multi(undefined, `cannot send to ${t.host}:${t.port}: ${serr}`, true);
         }
-        const [status, headers, herr] = readHead(c, r.method);
+        const [status, headers, gotBytes] = readHead(c, r.method);
         if (status === undefined) {
             sock.close();
-            const gotBytes = herr as unknown as boolean;
-            if (attempt === 1 && reused !== undefined && reused > 0 && !gotBytes && headers !== "timeout") continue;
-            return $multi(undefined, `no answer from ${t.host}:${t.port}: ${headers as string}`, true);
+            const herr = tostring(headers);
+            if (attempt === 1 && reused !== undefined && reused > 0 && gotBytes !== true && herr !== "timeout") continue;
+            return $multi(undefined, `no answer from ${t.host}:${t.port}: ${herr}`, true);
         }
         return $multi({ status, headers: headers as LuaTable<string, string>, conn: c }, undefined, undefined);
     }
@@ -311,11 +316,11 @@ export function request(t: HttpTarget, r: HttpRequest): HttpResult<HttpResponse>
             return $multi(undefined, `the answer of ${t.host}:${t.port} is larger than ${max} bytes`, true);
         }
         n = n + 1;
-        (parts as unknown as LuaTable<number, string>).set(n, piece);
+        parts[n - 1] = piece;
     }
     if (r.keepalive !== false && keepAliveAllowed(s.headers, c)) c.sock.setkeepalive(POOL_IDLE, POOL_SIZE);
     else c.sock.close();
-    return $multi({ status: s.status, headers: s.headers, body: n === 1 ? (parts as unknown as LuaTable<number, string>).get(1) : table.concat(parts) }, undefined, undefined);
+    return $multi({ status: s.status, headers: s.headers, body: n === 1 ? parts[0] : table.concat(parts) }, undefined, undefined);
 }
 
 /** Sends a request and reads the head; the body is then read with readStream. The connection is never pooled. */

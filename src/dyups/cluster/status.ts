@@ -32,7 +32,7 @@ export function clusterStatus(): unknown {
     const c = getOptions().cluster as ClusterConfig | undefined;
     if (c === undefined) return undefined;
     const names: string[] = [];
-    for (const [i, ep] of ipairs(c.endpoints)) (names as unknown as LuaTable<number, string>).set(i, (ep as EtcdEndpoint).name);
+    for (const [i, ep] of ipairs(c.endpoints)) names[i - 1] = (ep as EtcdEndpoint).name;
     const info = watcherInfo();
     const applied = appliedRevision();
     const seen = seenRevision();
