@@ -11,6 +11,7 @@
 // must not be refused by another because of what its resolver says).
 // Phases: content and timer (may sleep while the writers' lock is busy; may query DNS).
 import * as cjson from "cjson.safe";
+import { Result, StatusResult } from "../errors";
 import { Endpoint, UpstreamRecord } from "../model";
 import { parseBody, validateName } from "../parse/upstream";
 import { resolveEndpoints } from "../dns/resolve";
@@ -19,14 +20,14 @@ import { canYield, commit, readRaw } from "../store/command_log";
 import { etcdGuard, localRevision, STALE } from "../store/cluster";
 import { StoredUpstream } from "./config";
 
-/** What a commit attempt says: applied, already there (or newer), or a failure with its status. */
-export type Applied = LuaMultiReturn<[boolean, undefined, undefined] | [undefined, string, number]>;
+/** What a commit attempt says: applied (true), already there or newer (false), or a failure with its status. */
+export type Applied = StatusResult<boolean>;
 
 /** How long an apply waits for a busy writers' lock before it gives up (seconds). */
 const LOCK_PATIENCE = 10;
 
 /** Decodes a value stored in etcd: [StoredUpstream] or [undefined, reason]. */
-export function decodeStored(name: string, value: string): LuaMultiReturn<[StoredUpstream, undefined] | [undefined, string]> {
+export function decodeStored(name: string, value: string): Result<StoredUpstream> {
     const [t] = cjson.decode(value);
     if (t === undefined || type(t) !== "table") return $multi(undefined, "the value in etcd is not JSON");
     const s = t as StoredUpstream;
@@ -36,7 +37,7 @@ export function decodeStored(name: string, value: string): LuaMultiReturn<[Store
 }
 
 /** A record for a body that came from etcd: parsed, validated, resolved where possible, built. */
-export function prepareRemote(name: string, body: string): LuaMultiReturn<[UpstreamRecord, undefined] | [undefined, string]> {
+export function prepareRemote(name: string, body: string): Result<UpstreamRecord> {
     const [lname, nerr] = validateName(name);
     if (lname === undefined || lname !== name) return $multi(undefined, `"${name}" is not a valid upstream name (${nerr ?? "not lowercase"})`);
     const [spec, perr] = parseBody(body);

@@ -11,6 +11,7 @@
 // value is the JSON `{"name":..., "body":..., "by":...}`: the body as written (every node parses it itself
 // and resolves its host names itself), and the id of the write (`by`), which lets a writer recognise its own
 // write after an answer that got lost (see writer.ts).
+import { Result } from "../errors";
 
 /** the lease (store/lease.ts) of the worker that follows etcd for this node */
 export const LEASE = "cluster";
@@ -51,7 +52,7 @@ export function parseEndpoint(s: string): EtcdEndpoint | undefined {
 }
 
 /** Validates the `cluster` option. Returns the normalised config or the first problem. */
-export function validateCluster(v: unknown): LuaMultiReturn<[ClusterConfig, undefined] | [undefined, string]> {
+export function validateCluster(v: unknown): Result<ClusterConfig> {
     if (type(v) !== "table") return $multi(undefined, `option "cluster" must be a table, got ${type(v)}`);
     const t = v as LuaTable<string | number, unknown>;
     for (const [k, x] of pairs(t)) {

@@ -19,6 +19,10 @@ import { HttpRequest, HttpStream, open, request } from "./http_client";
 
 /** How a failure ended: see the header. */
 export type FailKind = "unreachable" | "unknown" | "rejected" | "compacted" | "too large";
+/**
+ * A Result (errors.ts) with the kind of failure as a third value: whether etcd may have applied the request
+ * decides what a writer may answer, and that is not an HTTP status yet.
+ */
 export type EtcdResult<T> = LuaMultiReturn<[T, undefined, undefined] | [undefined, string, FailKind]>;
 
 export const CONNECT_TIMEOUT = 1000;
@@ -103,7 +107,7 @@ function classify(e: GatewayError): FailKind {
     return "unknown";
 }
 
-function authenticate(ep: EtcdEndpoint): LuaMultiReturn<[string, undefined, undefined] | [undefined, string, FailKind]> {
+function authenticate(ep: EtcdEndpoint): EtcdResult<string> {
     const c = config();
     const [doc, status, sent] = post(ep, "/v3/auth/authenticate", { name: c.user, password: c.password }, REQUEST_TIMEOUT);
     if (doc === undefined) return $multi(undefined, tostring(status), sent === true ? "unknown" : "unreachable");

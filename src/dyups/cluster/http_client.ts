@@ -8,12 +8,14 @@
 // state machine (chunk size line, data, CRLF, trailers) resumes where it stopped: a long-poll reader can
 // wait with a short timeout and try again without losing bytes.
 //
-// Errors are returned (Result-like): `[undefined, reason, sent]`, where `sent` says whether the request
+// Errors are returned: Result<T> (errors.ts) where nothing else matters, and for requests HttpResult<T>, a
+// Result with a third value on failure, `[undefined, reason, sent]`, where `sent` says whether the request
 // may have reached the server (false: the connection could not be made, nothing was sent; true: it was
 // sent, or partly sent, and the answer is unknown). A pooled connection that the server had closed while
 // idle fails before any byte of an answer: that request is retried once on a new connection (the server
 // never saw it).
 // Phases: those that allow cosockets (content, timer, rewrite, access). Owns no shm keys.
+import { Result } from "../errors";
 // Cost: one string concatenation per receive; the buffer is trimmed as it is consumed.
 
 export interface HttpTarget {
@@ -100,7 +102,7 @@ function fill(c: Conn): string | undefined {
 }
 
 /** One line without its CRLF (a bare LF is accepted). Consumes nothing unless the whole line is there. */
-function readLine(c: Conn): LuaMultiReturn<[string, undefined] | [undefined, string]> {
+function readLine(c: Conn): Result<string> {
     for (;;) {
         const [nl] = string.find(c.buf, "\n", c.pos, true);
         if (nl !== undefined) {
@@ -117,7 +119,7 @@ function readLine(c: Conn): LuaMultiReturn<[string, undefined] | [undefined, str
 }
 
 /** Up to max bytes that are already buffered or arrive with the next receive (never more than max). */
-function take(c: Conn, max: number): LuaMultiReturn<[string, undefined] | [undefined, string]> {
+function take(c: Conn, max: number): Result<string> {
     if (unread(c) === 0) {
         const err = fill(c);
         if (err !== undefined) return $multi(undefined, err);
@@ -139,7 +141,7 @@ export function parseChunkSize(line: string): number | undefined {
  * The next piece of the body: a non-empty string, "" at the end of the body, or [undefined, error]
  * ("timeout" leaves the state as it was: call again).
  */
-function readPiece(c: Conn): LuaMultiReturn<[string, undefined] | [undefined, string]> {
+function readPiece(c: Conn): Result<string> {
     for (;;) {
         if (c.done) return $multi("", undefined);
         if (c.mode === "none") {
@@ -330,7 +332,7 @@ export function open(t: HttpTarget, r: HttpRequest): HttpResult<HttpStream> {
 }
 
 /** The next piece of a stream's body: non-empty data, "" at its end, or [undefined, error] ("timeout": try again). */
-export function readStream(s: HttpStream): LuaMultiReturn<[string, undefined] | [undefined, string]> {
+export function readStream(s: HttpStream): Result<string> {
     return readPiece(s.conn);
 }
 

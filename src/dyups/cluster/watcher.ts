@@ -22,6 +22,7 @@
 // Costs: a full read is O(upstreams in etcd + local upstreams), yielding every 200 applies; an event is one
 // parse + build + commit; the check is one small request per second per node.
 import * as cjson from "cjson.safe";
+import { Result } from "../errors";
 import type { Semaphore } from "ngx.semaphore";
 import { getOptions } from "../options";
 import { allNames, readRaw } from "../store/command_log";
@@ -126,7 +127,7 @@ function sameBody(raw: string, value: string): boolean {
 }
 
 /** Reads every upstream key and applies the differences. Returns the revision read at. */
-function fullRead(c: ClusterConfig): LuaMultiReturn<[number, undefined] | [undefined, string]> {
+function fullRead(c: ClusterConfig): Result<number> {
     const folder = upstreamsPrefix(c);
     ngx.update_time();
     const t0 = ngx.now();

@@ -36,7 +36,7 @@ import { COUNT } from "../store/keys";
 import { dict } from "../store/dict";
 import { applyRevision } from "./apply";
 import { ClusterConfig, StoredUpstream, upstreamKey } from "./config";
-import { b64, call, FailKind, headerRevision, num, unb64 } from "./etcd";
+import { b64, call, EtcdResult, FailKind, headerRevision, num, unb64 } from "./etcd";
 
 /** A write's answer: status, message, and the etcd revision on success. */
 export type WriteAnswer = LuaMultiReturn<[number, string, number?]>;
@@ -96,7 +96,7 @@ function writtenBy(value: string | undefined, id: string): boolean {
     return t !== undefined && type(t) === "table" && (t as StoredUpstream).by === id;
 }
 
-function txn(key: string, base: number, op: unknown): LuaMultiReturn<[TxnAnswer, undefined, undefined] | [undefined, string, FailKind]> {
+function txn(key: string, base: number, op: unknown): EtcdResult<TxnAnswer> {
     const k = b64(key);
     const [doc, err, kind] = call("/v3/kv/txn", {
         compare: [{ key: k, target: "MOD", mod_revision: `${base}`, result: "EQUAL" }],
