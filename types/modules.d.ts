@@ -119,20 +119,15 @@ declare module "ffi" {
     export function errno(): number;
 }
 
-// lua-resty-core's semaphore (light threads of one worker). Methods are colon-called.
-declare namespace NgxSemaphore {
-    interface Semaphore {
+// lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).
+declare module "ngx.semaphore" {
+    export interface Semaphore {
+        /** ok, err ("timeout") */
+        wait(this: Semaphore, seconds: number): LuaMultiReturn<[boolean, string | undefined]>;
         post(this: Semaphore, n?: number): void;
-        /** ok, or (undefined, "timeout") */
-        wait(this: Semaphore, seconds: number): LuaMultiReturn<[true | undefined, string | undefined]>;
         count(this: Semaphore): number;
     }
-    interface SemaphoreModule {
-        /** called as semaphore.new(n) (dot) */
-        ["new"](this: void, n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
-    }
-}
-declare module "ngx.semaphore" {
-    const semaphore: NgxSemaphore.SemaphoreModule;
-    export = semaphore;
+    /** @noSelf */
+    function create(n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
+    export { create as new };
 }
