@@ -117,6 +117,14 @@ declare module "ffi" {
     export const C: unknown;
     /** the C errno of the last call through the FFI */
     export function errno(): number;
+    /** a cdata of C type `ct` from `v` (a pointer cast to "uintptr_t" gives its address) */
+    export function cast(ct: string, v: unknown): unknown;
+}
+
+// lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
+declare module "resty.core.base" {
+    /** the current request as a cdata `ngx_http_request_t *`, or undefined outside a request */
+    export function get_request(this: void): unknown;
 }
 
 // lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).

@@ -51,6 +51,8 @@ type NgxTimerCallback<A extends any[]> = (this: void, premature: boolean, ...arg
 
 /** @noSelf */
 interface NgxReq {
+    /** the request's start time in seconds (ms resolution) */
+    start_time(): number;
     get_method(): string;
     get_uri_args(max?: number): LuaMultiReturn<[{ [k: string]: string | string[] | boolean }, string | undefined]>;
     get_headers(max?: number): { [k: string]: string | string[] };

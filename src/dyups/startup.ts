@@ -17,6 +17,7 @@ import { getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
 import { catchUp, heartbeat, sync } from "./registry/sync";
+import { healthSync } from "./store/peer_health";
 import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { commit, currentVersion, readRecord } from "./store/command_log";
 import { resetDict } from "./store/dict";
@@ -123,6 +124,9 @@ function tick(premature: boolean): void {
     }
     const [ok, err] = pcall(sync);
     if (!ok) ngx.log(ngx.ERR, "dyups: sync failed: ", err);
+    // other workers' passive failures and the prober's up/down changes reach this worker's cache here:
+    // within one sync_interval, with no shm read per request (its own reports apply at once)
+    healthSync();
     heartbeat();
     const [cok, cerr] = pcall(clusterTick);
     if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
@@ -137,6 +141,7 @@ export function startWorker(): void {
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid());
     const [ok, err] = pcall(catchUp);
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
+    healthSync();
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
     pcall(clusterTick); // cluster mode: the elected worker starts following etcd now, not a tick later
