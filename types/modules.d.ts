@@ -118,7 +118,11 @@ declare module "ffi" {
     /** the C errno of the last call through the FFI */
     export function errno(): number;
     /** a cdata of C type `ct` from `v` (a pointer cast to "uintptr_t" gives its address) */
-    export function cast(ct: string, v: unknown): unknown;
+    export function cast(ct: string | CType, v: unknown): unknown;
+    /** a C type object (parsed once) */
+    export interface CType { readonly __ctype: never }
+    function typeofC(ct: string): CType;
+    export { typeofC as typeof };
 }
 
 // lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
