@@ -13,7 +13,7 @@
 import { auditWrite, CONF_SOURCE } from "./audit";
 import { configureAuth } from "./http/auth";
 import { UpstreamRecord } from "./model";
-import { getOptions, setOptions, validateOptions } from "./options";
+import { DEFAULTS, getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
 import { catchUp, heartbeat, sync } from "./registry/sync";
@@ -25,6 +25,9 @@ import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
 import { bumpConfGeneration } from "./store/health";
+import { publishTick } from "./metrics/publish";
+import { startCounting } from "./metrics/hooks";
+import { dictDeclared, prepareMetricsDict, resetMetricsDict } from "./store/metrics";
 import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
@@ -75,6 +78,11 @@ export function start(opts?: unknown): void {
     const [, terr] = configureTargets(o.allowed_targets);
     if (terr !== undefined) fail(terr);
     resetDict();
+    if (o.metrics_dict !== DEFAULTS.metrics_dict && !dictDeclared(o.metrics_dict)) {
+        fail(`option "metrics_dict": lua_shared_dict "${o.metrics_dict}" is not declared`);
+    }
+    resetMetricsDict();
+    prepareMetricsDict();
 
     // Parse the whole file first: a broken file changes nothing and stops nginx.
     let confEntries: { name: string; body: string }[] = [];
@@ -115,6 +123,7 @@ function tick(premature: boolean): void {
         pcall(saveIfChanged);
         pcall(dnsRelease);
         pcall(healthRelease);
+        publishTick(true);
         return;
     }
     const [ok, err] = pcall(sync);
@@ -125,12 +134,14 @@ function tick(premature: boolean): void {
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
     const [hok, herr] = pcall(healthTick);
     if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
+    publishTick(false);
 }
 
 export function startWorker(): void {
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid());
     const [ok, err] = pcall(catchUp);
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
+    startCounting();
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
     ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion(), ", dyups ", VERSION);

@@ -11,7 +11,8 @@
 //   - the whole body is read, chunked or spooled to a temp file;
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
 //   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
-//     revisions for safe concurrent edits; GET /check_status: the check module's status page.
+//     revisions for safe concurrent edits; GET /check_status: the check module's status page;
+//   - GET /metrics (Prometheus), GET /stats (JSON) and GET /dashboard (the status page): metrics/routes.ts.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
 import { UpstreamRecord } from "../model";
@@ -22,6 +23,7 @@ import { admit, Refusal } from "./auth";
 import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
 import { checkStatusPage, recordHealth } from "../health/status";
+import { serveMetricsResource } from "../metrics/routes";
 
 function send(status: number, body: string): void {
     ngx.status = status;
@@ -195,6 +197,7 @@ export function handle(opts?: unknown): void {
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
     if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
     if (n === 1 && string.lower(res[0]) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
+    if (method === "GET" && n === 1 && serveMetricsResource(string.lower(res[0]), who.role ?? "write")) return; // metrics/routes.ts
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();

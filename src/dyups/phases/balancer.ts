@@ -13,11 +13,13 @@ import { pick } from "../balance/peer_set";
 import type { UpstreamVersion } from "../registry/build";
 import { lookup, releaseRetired, sync } from "../registry/sync";
 import { connClose, connOpen, healthSync, peerState, Peers, reportFailure, reportSuccess } from "../store/peer_health";
+import { countRetry, countTry, observe } from "../metrics/counters";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
 const get_last_failure = balancer.get_last_failure;
 const lower = string.lower;
+const now = ngx.now;
 const concat = table.concat;
 const log = ngx.log;
 const INFO = ngx.INFO;
@@ -80,6 +82,7 @@ function pickPeer(gate: boolean): void {
         }
         ver.refs = ver.refs + 1;
         ctx.dyups_v = ver;
+        ctx.dyups_t0 = now(); // the first try's start (metrics: response time)
         // nginx tries each peer once: total tries = number of peers. The placeholder server is `down`, and
         // nginx counts only servers that are not down, so the block itself contributes 0 tries.
         const total = ver.peers.total;
@@ -90,7 +93,8 @@ function pickPeer(gate: boolean): void {
         const prev = ctx.dyups_gi as number;
         if (prev > 0) {
             const peers = ver.peers;
-            const [state] = get_last_failure();
+            const [state, code] = get_last_failure();
+            countRetry(ver, prev, state, code);
             if (state === "failed") reportFailure(peers, prev);
             if (ctx.dyups_conn === true) {
                 connClose(peers, prev);
@@ -114,6 +118,7 @@ function pickPeer(gate: boolean): void {
         log(ERR, "dyups: no live servers in upstream \"", ver.name, "\"");
         return;
     }
+    countTry(ver, gi, tried !== undefined);
     const port = peers.ports[gi - 1];
     const host = peers.hosts[gi - 1];
     let ok: true | undefined;
@@ -148,6 +153,7 @@ function logPhase(): void {
     ctx.dyups_v = undefined;
     const gi = ctx.dyups_gi as number | undefined;
     const peers = ver.peers;
+    observe(ver, gi ?? 0, ctx.dyups_t0 as number | undefined);
     if (gi !== undefined && gi > 0) {
         if (ctx.dyups_conn === true) {
             connClose(peers, gi);

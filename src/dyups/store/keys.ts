@@ -55,6 +55,20 @@
 //   hc:p         string   JSON of the prober's figures (pid, targets, probes/s, lag percentiles, in flight),
 //                          rewritten by the prober about once a second; TTL 10 s.
 //   (the prober holds the lease `health`: one worker probes for the node)
+//
+// Metrics (store/metrics.ts), in their own dict (option metrics_dict, default "dyups_metrics"), so that
+// counters can never take the configuration's space. Every counter is a number that workers add their
+// deltas to (incr); it is created with safe_add (never evicts: a full metrics dict drops the delta and
+// counts it in mx:dropped). No TTL: each lives until deleted as said.
+//   m:<name>|<peer>|<i>  number  counter i of peer <peer> (endpoint id) of upstream <name> (metrics/counters.ts
+//                                P_*: tries, finished tries, responses by class, connect/read failures).
+//                                Deleted by each worker that counted it, once it sees the peer leave the
+//                                upstream or the upstream deleted (it publishes nothing for it after that).
+//   m:<name>||<i>        number  counter i of upstream <name> (U_*: requests, retries, responses by class,
+//                                response-time sum and buckets). Deleted like the peer counters.
+//   mw:<code>            number  writes through the write pipeline (interface, Lua API) by HTTP status.
+//   md:<result>          number  DNS queries by result (ok, nxdomain, no_addresses, timeout, error).
+//   mx:dropped           number  counter deltas dropped because the metrics dict was full.
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -83,6 +97,11 @@ export const HEALTH_STATE_PREFIX = "hc:s:";
 export const HEALTH_DOWN_PREFIX = "hc:d:";
 export const HEALTH_CONF_GEN = "hc:gen";
 export const HEALTH_PROBER = "hc:p";
+
+export const METRIC_PREFIX = "m:";
+export const METRIC_WRITES_PREFIX = "mw:";
+export const METRIC_DNS_PREFIX = "md:";
+export const METRIC_DROPPED = "mx:dropped";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;
