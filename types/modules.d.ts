@@ -14,6 +14,8 @@ declare module "ngx.balancer" {
     /** state_name ("failed"|"next"|undefined on first try), status_code */
     export function get_last_failure(): LuaMultiReturn<["failed" | "next" | undefined, number | undefined]>;
     export function set_timeouts(connect?: number, send?: number, read?: number): LuaMultiReturn<[true | undefined, string | undefined]>;
+    /** lua-nginx-module >= 0.10.27 (recent OpenResty) only (absent in Debian's lua-resty-core 0.1.25): feature-detect it. */
+    export const enable_keepalive: ((this: void, idleTimeout?: number, maxRequests?: number) => LuaMultiReturn<[true | undefined, string | undefined]>) | undefined;
 }
 
 declare module "cjson.safe" {

@@ -55,6 +55,41 @@ describe("balancer phase entry points", function()
     assert.is_nil(ngx.ctx.dyups_v)
   end)
 
+  it("tries follow nginx: one per server that is not down (backups included)", function()
+    update("t", "server 127.0.0.1:8001; server 127.0.0.1:8002 down;")
+    request("t")
+    phases.balance()
+    assert.is_nil(b.more_tries) -- one try: nginx answers A's status, never 502 from a second try
+    phases.logPhase()
+    update("t3", "server 127.0.0.1:8001; server 127.0.0.1:8002 down; server 127.0.0.1:8003; server 127.0.0.1:8004 backup;")
+    request("t3")
+    phases.balance()
+    assert.equal(3, b.more_tries)
+    phases.logPhase()
+  end)
+
+  it("per-upstream keepalive uses balancer.enable_keepalive where the runtime has it", function()
+    local calls = {}
+    b.enable_keepalive = function(timeout, requests) calls[#calls + 1] = { timeout, requests }; return true end
+    fake.unload()
+    _G.ngx = ngx
+    local options = require("dyups.options")
+    options.setOptions(assert(options.validateOptions(nil)))
+    package.loaded["ngx.balancer"] = b
+    phases = require("dyups.phases.balancer")
+    reg = require("dyups.registry.sync")
+    pipeline = require("dyups.pipeline")
+    update("ka", "server 127.0.0.1:8001; keepalive 16; keepalive_timeout 30s; keepalive_requests 500;")
+    update("noka", "server 127.0.0.1:8001;")
+    request("ka")
+    phases.balance()
+    phases.logPhase()
+    request("noka")
+    phases.balance()
+    phases.logPhase()
+    assert.same({ { 30, 500 } }, calls)
+  end)
+
   it("a lone server: no extra tries are asked for", function()
     update("one", "server 127.0.0.1:8001;")
     request("one")
@@ -81,8 +116,8 @@ describe("balancer phase entry points", function()
     phases.balance() -- nginx calls the balancer again for the next try
     assert.equal(2, #b.calls)
     assert.are_not.equal(first, peer(2))
-    -- the failure was counted in shared memory for the first peer
-    assert.equal(1, ngx.shared.dyups:get("f:" .. first))
+    -- the failure was counted in shared memory for that server entry of "u"
+    assert.equal(1, ngx.shared.dyups:get("f:u/" .. first .. "#1"))
     phases.logPhase()
     assert.equal(0, reg.lookup("u").refs)
   end)
@@ -165,27 +200,36 @@ describe("balancer phase entry points", function()
     request("lc")
     phases.balance()
     local p = peer()
-    assert.equal(1, ngx.shared.dyups:get("k:" .. p))
+    assert.equal(1, ngx.shared.dyups:get("k:lc/" .. p .. "#1"))
     phases.logPhase()
-    assert.is_nil(ngx.shared.dyups:get("k:" .. p))
+    assert.is_nil(ngx.shared.dyups:get("k:lc/" .. p .. "#1"))
   end)
 
-  it("the log phase counts a connection-level failure of the last try, and a success clears it", function()
-    update("u", "server 127.0.0.1:8001 max_fails=3; server 127.0.0.1:8002 max_fails=3;")
+  it("the log phase counts a connection-level failure of the last try; a success clears it after fail_timeout", function()
+    update("u", "server 127.0.0.1:8001 max_fails=3 fail_timeout=10; server 127.0.0.1:8002 max_fails=3 fail_timeout=10;")
     request("u")
     phases.balance()
     local p = peer()
+    local key = "f:u/" .. p .. "#1"
     ngx.status = 502
     ngx.var.upstream_header_time = "-"
     phases.logPhase()
-    assert.equal(1, ngx.shared.dyups:get("f:" .. p))
-    -- next requests: the one that lands on the same peer and succeeds clears its count
+    assert.equal(1, ngx.shared.dyups:get(key))
+    -- successes right after the failure do not reset the count (nginx: accessed == checked)
     for _ = 1, 4 do
       request("u")
       phases.balance()
       phases.logPhase()
     end
-    assert.is_nil(ngx.shared.dyups:get("f:" .. p))
+    assert.equal(1, ngx.shared.dyups:get(key))
+    -- after fail_timeout, the next pick of that peer moves `checked`, and its success resets the count
+    ngx._advance(11)
+    for _ = 1, 4 do
+      request("u")
+      phases.balance()
+      phases.logPhase()
+    end
+    assert.is_nil(ngx.shared.dyups:get(key))
   end)
 
   it("the benchmark entry point lives outside the hot module and skips only the version gate", function()

@@ -65,6 +65,8 @@ export interface UpstreamSpec {
     keepalive: number;
     /** seconds (default 60) */
     keepaliveTimeout: number;
+    /** `keepalive_time`: seconds a kept connection may live (default 3600; nginx >= 1.21.3). Accepted; see README */
+    keepaliveTime: number;
     /** default 1000 (nginx >= 1.19.10) */
     keepaliveRequests: number;
     /** `zone NAME [SIZE]`: accepted, no effect */

@@ -17,7 +17,7 @@ import { parseBody, validateName } from "./parse/upstream";
 import { canYield } from "./phase";
 import { resolveEndpoints } from "./dns/resolve";
 import { healthFits } from "./health/capacity";
-import { tryBuild } from "./registry/build";
+import { releaseVanished, tryBuild } from "./registry/build";
 import { catchUp } from "./registry/sync";
 import { commit, namesInOrder, readRecord } from "./store/command_log";
 import { checkTargets } from "./targets";
@@ -59,9 +59,11 @@ function applyUpdate(name: string, body: string, expectRev?: number, source?: Wr
     if (ver === undefined) return $multi(undefined, `${ADD_FAILED}: ${berr}`, 500);
     const [fits, ferr] = healthFits(rec); // active checks: the peers' states must fit in the dict
     if (fits === undefined) return $multi(undefined, `${ADD_FAILED}: ${ferr}`, 507);
+    const old = readRecord(lname);
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
     auditWrite("update", lname, before, v, source ?? LUA_SOURCE);
+    releaseVanished(old, rec);
     catchUp();
     return $multi(v, undefined, undefined);
 }
@@ -76,9 +78,11 @@ export function remove(name: string, expectRev?: number, source?: WriteSource): 
 function applyRemove(name: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(undefined, "not found uptream", 404);
+    const old = readRecord(lname);
     const [v, reason, status, before] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(undefined, reason, status);
     auditWrite("delete", lname, before, v, source ?? LUA_SOURCE);
+    releaseVanished(old, undefined);
     catchUp();
     return $multi(v, undefined, undefined);
 }

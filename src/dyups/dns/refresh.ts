@@ -19,7 +19,7 @@
 // A pass (something due) runs at most once at a time per worker; ticks that overlap a long pass only renew.
 import { Endpoint, ServerSpec, UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { tryBuild } from "../registry/build";
+import { releaseVanished, tryBuild } from "../registry/build";
 import { appliedVersion, eachName, record, revision } from "../registry/sync";
 import { changedSince, commit } from "../store/command_log";
 import { deleteQuery, loadQuery, saveQuery, writeQueryIndex } from "../store/dns";
@@ -301,6 +301,7 @@ function reconcile(name: string): boolean {
         ngx.log(ngx.NOTICE, "dyups: dns: upstream ", name, " has ", built.peers.total,
             " peers after a DNS change (version ", v, ")");
         auditWrite("update", name, rec.rev, v, DNS_SOURCE);
+        releaseVanished(rec, nrec);
         return true;
     }
     if (status === 412) return true; // an interface write won; its revision gets indexed and recomputed

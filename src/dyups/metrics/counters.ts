@@ -164,9 +164,9 @@ function countFailure(p: Slot): void {
 }
 
 /**
- * balancer_by_lua, retry: the previous try on peer prev ended as get_last_failure() says: "failed" (no
- * usable response: connect or read failure) or "next" (a response that proxy_next_upstream skips, with
- * its status `code`).
+ * balancer_by_lua, retry: the previous try on peer prev ended as get_last_failure() says: "failed" (a connect
+ * or read failure, or a response with a proxy_next_upstream status such as http_500) or "next" (http_403,
+ * http_404), with the status nginx recorded for it (`code`: 502 error, 504 timeout, or the peer's status).
  */
 function countRetry(ver: UpstreamVersion, prev: number, state: string | undefined, code: number | undefined): void {
     if (!enabled) return;
@@ -174,11 +174,12 @@ function countRetry(ver: UpstreamVersion, prev: number, state: string | undefine
     const p = vc.peers[prev - 1];
     const c = p.c;
     c.set(P_DONE, c.get(P_DONE) + 1);
-    if (state === "failed") countFailure(p);
-    else if (code !== undefined) {
-        const k = classOf(code);
-        if (k > 0) c.set(P_CLASS + k, c.get(P_CLASS + k) + 1);
-    }
+    const k = code !== undefined ? classOf(code) : 0;
+    // nginx gives 502 (error) or 504 (timeout) to a try that got no response header; a peer's own 502/504
+    // (proxy_next_upstream http_502) came with one
+    if (state === "failed" && (k === 0 || code === 502 || code === 504) && lastEntry(ngx.var.upstream_header_time) === "-") {
+        countFailure(p);
+    } else if (k > 0) c.set(P_CLASS + k, c.get(P_CLASS + k) + 1);
     if (!p.dirty) mark(p);
 }
 

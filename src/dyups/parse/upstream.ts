@@ -50,6 +50,8 @@ export const MAX_SERVERS = 10000;
 export const DEFAULT_KEEPALIVE_TIMEOUT = 60;
 /** nginx >= 1.19.10 */
 export const DEFAULT_KEEPALIVE_REQUESTS = 1000;
+/** seconds (nginx >= 1.21.3: keepalive_time 1h) */
+export const DEFAULT_KEEPALIVE_TIME = 3600;
 /** The check module's defaults (milliseconds for interval and timeout). */
 export const DEFAULT_CHECK_INTERVAL = 30000;
 export const DEFAULT_CHECK_RISE = 2;
@@ -338,6 +340,7 @@ interface State {
     randomTwo: boolean;
     keepalive: number;
     keepaliveTimeout: number;
+    keepaliveTime: number;
     keepaliveRequests: number;
     zone: string | undefined;
     check: CheckSpec | undefined;
@@ -586,6 +589,16 @@ function keepaliveTimeoutDirective(st: State, n: number, args: string[]): string
     return undefined;
 }
 
+function keepaliveTimeDirective(st: State, n: number, args: string[]): string | undefined {
+    if (n !== 2) return argsError("keepalive_time");
+    const dup = duplicate(st, "keepalive_time");
+    if (dup !== undefined) return dup;
+    const ms = parseTime(args[1], false);
+    if (ms === undefined) return invalidValue("value", args[1], "keepalive_time");
+    st.keepaliveTime = ms / 1000;
+    return undefined;
+}
+
 function keepaliveRequestsDirective(st: State, n: number, args: string[]): string | undefined {
     if (n !== 2) return argsError("keepalive_requests");
     const dup = duplicate(st, "keepalive_requests");
@@ -736,6 +749,7 @@ HANDLERS.set("random", randomDirective);
 HANDLERS.set("keepalive", keepaliveDirective);
 HANDLERS.set("keepalive_timeout", keepaliveTimeoutDirective);
 HANDLERS.set("keepalive_requests", keepaliveRequestsDirective);
+HANDLERS.set("keepalive_time", keepaliveTimeDirective);
 HANDLERS.set("zone", zoneDirective);
 HANDLERS.set("check", checkDirective);
 HANDLERS.set("check_http_send", checkHttpSendDirective);
@@ -765,6 +779,7 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         randomTwo: false,
         keepalive: 0,
         keepaliveTimeout: DEFAULT_KEEPALIVE_TIMEOUT,
+        keepaliveTime: DEFAULT_KEEPALIVE_TIME,
         keepaliveRequests: DEFAULT_KEEPALIVE_REQUESTS,
         zone: undefined,
         check: undefined,
@@ -826,6 +841,7 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         randomTwo: st.randomTwo,
         keepalive: st.keepalive,
         keepaliveTimeout: st.keepaliveTimeout,
+        keepaliveTime: st.keepaliveTime,
         keepaliveRequests: st.keepaliveRequests,
         zone: st.zone,
         check: check,

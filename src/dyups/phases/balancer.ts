@@ -12,11 +12,13 @@ import * as balancer from "ngx.balancer";
 import { pick } from "../balance/peer_set";
 import type { UpstreamVersion } from "../registry/build";
 import { lookup, releaseRetired, sync } from "../registry/sync";
-import { connClose, connOpen, healthSync, peerState, Peers, reportFailure, reportSuccess } from "../store/peer_health";
+import { connClose, connOpen, healthSync, peerState, Peers, picked, reportFailure, reportSuccess } from "../store/peer_health";
 import { countRetry, countTry, observe } from "../metrics/counters";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
+/** lua-nginx-module >= 0.10.27 / recent OpenResty: per-upstream keepalive pools; undefined on Debian's 0.10.23 build */
+const enable_keepalive = balancer.enable_keepalive;
 const get_last_failure = balancer.get_last_failure;
 const lower = string.lower;
 const now = ngx.now;
@@ -83,10 +85,10 @@ function pickPeer(gate: boolean): void {
         ver.refs = ver.refs + 1;
         ctx.dyups_v = ver;
         ctx.dyups_t0 = now(); // the first try's start (metrics: response time)
-        // nginx tries each peer once: total tries = number of peers. The placeholder server is `down`, and
-        // nginx counts only servers that are not down, so the block itself contributes 0 tries.
-        const total = ver.peers.total;
-        if (total > 1) set_more_tries(total);
+        // nginx allows one try per server that is not down (primaries and backups). The placeholder server
+        // is `down`, so the block itself contributes 0 tries: set_more_tries(n) gives n tries in all.
+        const tries = ver.peers.tries;
+        if (tries > 1) set_more_tries(tries);
         if (ver.peers.anyMaxFails || ver.peers.hcKeys !== undefined) healthSync();
     } else {
         // a retry: the previous try on peer gi failed
@@ -95,7 +97,13 @@ function pickPeer(gate: boolean): void {
             const peers = ver.peers;
             const [state, code] = get_last_failure();
             countRetry(ver, prev, state, code);
-            if (state === "failed") reportFailure(peers, prev);
+            if (state === "failed") {
+                reportFailure(peers, prev);
+                // a status that failed a try is one of this location's proxy_next_upstream conditions (http_500,
+                // ...): the log phase counts it on the last try too, as nginx does. 502/504 also stand for
+                // connection errors and timeouts, which lastTryFailed() recognises by themselves.
+                if (code !== undefined && code !== 502 && code !== 504) ctx.dyups_fstatus = code;
+            }
             if (ctx.dyups_conn === true) {
                 connClose(peers, prev);
                 ctx.dyups_conn = false;
@@ -129,13 +137,19 @@ function pickPeer(gate: boolean): void {
         log(ERR, "dyups: cannot set peer ", peers.ids[gi - 1], ": ", err);
         return;
     }
+    if (peers.anyMaxFails) picked(peers, gi);
+    if (enable_keepalive !== undefined && ver.keepalive > 0) enable_keepalive(ver.keepaliveTimeout, ver.keepaliveRequests);
     if (peers.trackConns) {
         connOpen(peers, gi);
         ctx.dyups_conn = true;
     }
 }
 
-/** The last try failed at the connection level (no response header from the peer). */
+/**
+ * The last try failed at the connection level (no response header from the peer). nginx also counts a
+ * last try whose status is a proxy_next_upstream condition (http_500, ...); the log phase cannot read the
+ * location's conditions, so it counts the status an earlier try of the request failed with (dyups_fstatus).
+ */
 function lastTryFailed(): boolean {
     const status = ngx.status;
     if (status !== 502 && status !== 504) return false;
@@ -160,7 +174,7 @@ function logPhase(): void {
             ctx.dyups_conn = false;
         }
         if (peers.anyMaxFails) {
-            if (lastTryFailed()) reportFailure(peers, gi);
+            if (lastTryFailed() || (ctx.dyups_fstatus !== undefined && ctx.dyups_fstatus === ngx.status)) reportFailure(peers, gi);
             else reportSuccess(peers, gi);
         }
     }

@@ -22,13 +22,18 @@
 //                          respawned worker reuses its id).
 // State file (store/state_file.ts)
 //   sf:saved     number   the version last written to the state file.
-// Passive peer health (store/peer_health.ts); <peer> is the endpoint id "host:port", "[v6]:port" or "unix:/p"
-//   f:<peer>     number   passive failures of the peer; TTL fail_timeout (2 x fail_timeout once marked down).
-//   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
-//   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
-//                          workers cache both and re-read them only when it moves (one get per request).
-//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns);
-//                          deleted when it falls to 0.
+// Passive peer health (store/peer_health.ts), per server entry <e> = "<upstream>/<address>#<n>" (the n-th
+// peer of that upstream with that address: "u/10.0.0.1:80#1"), never shared by two upstreams or two entries:
+//   f:<e>        number   nginx's `fails` of the entry. TTL 3600 s + fail_timeout, renewed by each failure.
+//   fa:<e>       number   nginx's `accessed`: the time (ngx.now()) of its last failure. Same TTL.
+//   fc:<e>       number   nginx's `checked`: the time of its last failure, or of a pick made more than
+//                          fail_timeout after the previous `checked`. Same TTL, renewed when set.
+//                          f:/fa:/fc: are deleted together by a success with fa < fc (nginx's reset), and by
+//                          the writer when an update or delete removes the entry (released with it).
+//   hg           number   health generation: incremented after every change of f:/fa:/fc: (and of active check
+//                          states), so workers cache them and re-read only when it moves (one get per request).
+//   k:<e>        number   active requests to the entry across workers (least_conn, random two, max_conns,
+//                          drain); deleted when it falls to 0.
 // DNS (store/dns.ts)
 //   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next
 //                          refresh time, error, stale-since. <key> is "a:<host>" (A, else AAAA) or
@@ -80,7 +85,8 @@ export const LEASE_PREFIX = "lease:";
 export const WORKER_PREFIX = "w:";
 export const STATE_SAVED = "sf:saved";
 export const FAILS_PREFIX = "f:";
-export const DOWN_PREFIX = "d:";
+export const ACCESSED_PREFIX = "fa:";
+export const CHECKED_PREFIX = "fc:";
 export const CONNS_PREFIX = "k:";
 export const HEALTH_GEN = "hg";
 export const DNS_QUERY_PREFIX = "dns:q:";
