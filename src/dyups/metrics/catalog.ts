@@ -5,12 +5,14 @@
 // Touches no shm itself: records come from the command log through registry/sync.record.
 //
 // Two server entries with the same address are one peer here, as they are one series: weight is their
-// sum, down/backup hold when every entry says so. Servers marked down are not checked (no check key).
+// sum, down/backup hold when every entry says so, passive health holds it out when one entry is held out.
+// Servers marked down are not checked (no check key).
 // Costs: one JSON decode per changed record; about 0.3 KB per upstream in the worker that serves scrapes.
 import { endpointId } from "../registry/build";
 import { eachName, record, revision } from "../registry/sync";
 import { resolveCheck, stateId } from "../health/config";
 import { downKey } from "../store/health";
+import { entryIds } from "../store/peer_health";
 
 export interface PeerInfo {
     /** the address: "host:port", "[v6]:port", "unix:/path" (the `peer` label) */
@@ -20,8 +22,10 @@ export interface PeerInfo {
     weight: number;
     backup: boolean;
     down: boolean;
-    /** max_fails of its entry (0: passive health off) */
-    maxFails: number;
+    /** its server entries (store/peer_health.ts: "<upstream>/<address>#<n>"), their max_fails and fail_timeout */
+    entries: string[];
+    maxFails: number[];
+    failTimeouts: number[];
     /** the hc:d key of its active-check state, or "" (not checked) */
     checkKey: string;
 }
@@ -45,30 +49,57 @@ function build(name: string): UpstreamInfo | undefined {
     if (rec === undefined) return undefined;
     const spec = rec.spec;
     const cfg = spec.check !== undefined ? resolveCheck(spec.check) : undefined;
+    // one peer per address, in body order (as /detail lists them)
     const peers: PeerInfo[] = [];
     const byId: LuaTable<string, PeerInfo> = new LuaTable();
     for (const [i, s] of ipairs(spec.servers)) {
-        const eps = rec.endpoints[i - 1] ?? [];
-        for (const [, e] of ipairs(eps)) {
+        for (const [, e] of ipairs(rec.endpoints[i - 1] ?? [])) {
             const id = endpointId(e);
             const w = e.weight ?? s.weight;
-            const seen = byId.get(id);
-            if (seen !== undefined) {
-                seen.weight = seen.weight + w;
-                seen.backup = seen.backup && s.backup;
-                if (!s.down && seen.down) {
-                    seen.down = false;
-                    seen.checkKey = cfg !== undefined ? downKey(stateId(cfg, id)) : "";
+            const p = byId.get(id);
+            if (p !== undefined) {
+                p.weight = p.weight + w;
+                p.backup = p.backup && s.backup;
+                if (!s.down && p.down) {
+                    p.down = false;
+                    p.checkKey = cfg !== undefined ? downKey(stateId(cfg, id)) : "";
                 }
-                if (s.maxFails > seen.maxFails) seen.maxFails = s.maxFails;
             } else {
-                const p: PeerInfo = {
-                    id, server: s.addr, weight: w, backup: s.backup, down: s.down, maxFails: s.maxFails,
+                const np: PeerInfo = {
+                    id, server: s.addr, weight: w, backup: s.backup, down: s.down, entries: [], maxFails: [], failTimeouts: [],
                     checkKey: cfg !== undefined && !s.down ? downKey(stateId(cfg, id)) : "",
                 };
-                byId.set(id, p);
-                peers[peers.length] = p;
+                byId.set(id, np);
+                peers[peers.length] = np;
             }
+        }
+    }
+    // server entries are numbered in the peer set's order: primaries, then backups, each in body order
+    const order: string[] = [];
+    const orderServer: number[] = [];
+    let primaries = 0;
+    let backups = 0;
+    for (let pass = 0; pass < 2; pass++) {
+        for (const [i, s] of ipairs(spec.servers)) {
+            if (s.backup === (pass === 1)) {
+                for (const [, e] of ipairs(rec.endpoints[i - 1] ?? [])) {
+                    order[order.length] = endpointId(e);
+                    orderServer[orderServer.length] = i;
+                    if (s.backup) backups = backups + 1;
+                    else primaries = primaries + 1;
+                }
+            }
+        }
+    }
+    // nginx never takes a lone server out for failures (peers->single): no passive state to show then
+    const single = primaries === 1 && backups === 0;
+    for (const [j, entry] of ipairs(entryIds(name, order))) {
+        const s = spec.servers[orderServer[j - 1] - 1];
+        const p = byId.get(order[j - 1]);
+        if (!single && s.maxFails > 0 && p !== undefined) {
+            p.entries[p.entries.length] = entry;
+            p.maxFails[p.maxFails.length] = s.maxFails;
+            p.failTimeouts[p.failTimeouts.length] = s.failTimeout;
         }
     }
     return {

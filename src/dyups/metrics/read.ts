@@ -4,7 +4,7 @@
 // upstream that had no request and 1 per peer that had no try; about 20 + 10 per peer for busy ones.
 import { BUCKETS, P_CLASS, P_DONE, P_FAIL_CONNECT, P_FAIL_READ, P_TRY, U_BUCKET, U_CLASS, U_REQ, U_RETRY, U_SUM } from "./counters";
 import type { UpstreamInfo } from "./catalog";
-import { passiveMarkUntil, readCounter, slotPrefix } from "../store/metrics";
+import { passiveFailed, readCounter, slotPrefix } from "../store/metrics";
 import { readDownFlag } from "../store/health";
 
 export interface PeerFigures {
@@ -58,14 +58,6 @@ export function readFigures(d: NgxSharedDict | undefined, info: UpstreamInfo, no
             up.count = count;
         }
     }
-    let primaries = 0;
-    let backups = 0;
-    for (const [, p] of ipairs(info.peers)) {
-        if (p.backup) backups = backups + 1;
-        else primaries = primaries + 1;
-    }
-    // nginx never takes a lone server out for failures (peers->single)
-    const single = primaries === 1 && backups === 0;
     for (const [i, p] of ipairs(info.peers)) {
         const f: PeerFigures = { tries: 0, classes: [0, 0, 0, 0, 0], connectFailures: 0, readFailures: 0, active: 0, failed: false, up: false };
         if (d !== undefined) {
@@ -78,9 +70,8 @@ export function readFigures(d: NgxSharedDict | undefined, info: UpstreamInfo, no
                 f.active = math.max(0, f.tries - readCounter(d, pre + P_DONE));
             }
         }
-        if (!single && p.maxFails > 0) {
-            const until = passiveMarkUntil(p.id);
-            f.failed = until > 0 && now < until;
+        for (const [j, e] of ipairs(p.entries)) {
+            if (!f.failed && passiveFailed(e, p.maxFails[j - 1], p.failTimeouts[j - 1], now)) f.failed = true;
         }
         let checkDown = false;
         if (p.checkKey !== "") {

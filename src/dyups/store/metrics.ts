@@ -11,7 +11,7 @@
 // Race accepted: two workers creating one key at once (safe_add says "exists" to one, which then adds).
 import { getOptions } from "../options";
 import { dict } from "./dict";
-import { DOWN_PREFIX, METRIC_DNS_PREFIX, METRIC_DROPPED, METRIC_PREFIX, METRIC_WRITES_PREFIX } from "./keys";
+import { CHECKED_PREFIX, FAILS_PREFIX, METRIC_DNS_PREFIX, METRIC_DROPPED, METRIC_PREFIX, METRIC_WRITES_PREFIX } from "./keys";
 
 let handle: NgxSharedDict | undefined;
 let looked = false;
@@ -120,10 +120,15 @@ export function metricsDictUsage(): LuaMultiReturn<[number, number] | [undefined
 }
 
 /**
- * Until when passive health (store/peer_health.ts's d:<peer>, in the configuration dict) holds peer `id`
- * out: ngx.now() seconds, 0 when it is not marked. A read for the status views; the balancer has its own cache.
+ * Whether passive health holds server entry `entry` out now: nginx's rule as store/peer_health.ts applies it
+ * (fails >= max_fails and now - checked <= fail_timeout), read from its f:/fc: keys in the configuration
+ * dict. A read for the status views (the balancer has its own cache). max_fails 0: never.
  */
-export function passiveMarkUntil(id: string): number {
-    const [v] = dict().get(DOWN_PREFIX + id);
-    return type(v) === "number" ? (v as number) : 0;
+export function passiveFailed(entry: string, maxFails: number, failTimeout: number, now: number): boolean {
+    if (maxFails <= 0) return false;
+    const d = dict();
+    const [f] = d.get(FAILS_PREFIX + entry);
+    if (type(f) !== "number" || (f as number) < maxFails) return false;
+    const [c] = d.get(CHECKED_PREFIX + entry);
+    return now - (type(c) === "number" ? (c as number) : 0) <= failTimeout;
 }
