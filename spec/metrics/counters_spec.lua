@@ -202,7 +202,7 @@ describe("metrics counters", function()
     assert.equal(4, counter("u", nil, counters.U_REQ))
   end)
 
-  it("publishes on the timer about once a second, not at every tick", function()
+  it("publishes at every tick while few slots changed, else about once a second", function()
     update("u", "server 127.0.0.1:8001;")
     serve("u")
     publish.publishTick(false)
@@ -210,10 +210,19 @@ describe("metrics counters", function()
     serve("u")
     ngx._advance(0.1)
     publish.publishTick(false)
-    assert.equal(1, counter("u", nil, counters.U_REQ))
+    assert.equal(2, counter("u", nil, counters.U_REQ))
+    -- 100 upstreams changed: more than a tick's worth, published once PUBLISH_INTERVAL passed
+    for i = 1, 100 do update("many" .. i, "server 127.0.0.1:8001;") end
+    ngx._advance(1)
+    publish.publishTick(false) -- the clean-up after those writes
+    for i = 1, 100 do serve("many" .. i) end
+    ngx._advance(0.1)
+    publish.publishTick(false)
+    assert.is_nil(counter("many1", nil, counters.U_REQ))
     ngx._advance(1)
     publish.publishTick(false)
-    assert.equal(2, counter("u", nil, counters.U_REQ))
+    assert.equal(1, counter("many1", nil, counters.U_REQ))
+    assert.equal(1, counter("many100", nil, counters.U_REQ))
   end)
 
   it("a deleted upstream's counters are deleted, and its in-flight requests publish nothing after that", function()

@@ -176,9 +176,14 @@ function handleGet(res: string[], n: number): void {
 }
 
 /** Answers a request the access gate refused (the body is the reason; never a token). */
-function refuse(r: Refusal): void {
+function refuse(r: Refusal, uri: string): void {
     ngx.req.discard_body();
     if (r.authenticate !== undefined) ngx.header["WWW-Authenticate"] = r.authenticate;
+    // a browser asks for credentials on a Basic challenge only: the status page sends that one (the token is the
+    // password; a Bearer token works there as anywhere)
+    if (r.status === 401 && r.authenticate !== undefined && string.find(uri, "/dashboard/*$")[0] !== undefined) {
+        ngx.header["WWW-Authenticate"] = 'Basic realm="dyups", charset="UTF-8"';
+    }
     if (r.retryAfter !== undefined) ngx.header["Retry-After"] = `${r.retryAfter}`;
     send(r.status, r.body);
 }
@@ -192,7 +197,7 @@ export function handle(opts?: unknown): void {
         method, client: vars.remote_addr ?? "", authorization: vars.http_authorization, host: vars.http_host,
         origin: vars.http_origin, fetchSite: vars.http_sec_fetch_site,
     });
-    if (who === undefined) return refuse(refusal as Refusal);
+    if (who === undefined) return refuse(refusal as Refusal, vars.uri ?? "/");
     const [res, n] = resource(vars.uri ?? "/", prefix);
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
     if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");

@@ -240,6 +240,11 @@ export function takeDirty(): LuaMultiReturn<[LuaTable<number, Slot>, number]> {
     return $multi(list, n);
 }
 
+/** How many slots changed since the last publication. */
+export function dirtyCount(): number {
+    return dirtyN;
+}
+
 /** The list from takeDirty, published: emptied for reuse (keeps its array part: no allocation next time). */
 export function recycle(list: LuaTable<number, Slot>, n: number): void {
     for (let i = 1; i <= n; i++) list.delete(i);

@@ -1,7 +1,9 @@
 /** @noSelfInFile */
 // Publishes this worker's counter deltas (metrics/counters.ts) to the metrics dict, and removes the series
-// of upstreams and peers that are gone. Runs from the per-worker timer (startup.ts tick) about once a second
-// and once more when the worker exits, so counts outlive a reload; never on the request path.
+// of upstreams and peers that are gone. Runs from the per-worker timer (startup.ts tick): at every tick while
+// few slots changed (SMALL: the figures are then fresh within sync_interval at a negligible cost), else once
+// per PUBLISH_INTERVAL (traffic spread over thousands of upstreams), and once more when the worker exits,
+// so counts outlive a reload. Never on the request path.
 // Shm: incr per changed counter (safe_add for a new one), delete for gone ones (store/metrics.ts).
 // Costs: O(slots changed since the last publication) + O(slots) after a configuration change; it yields
 // (ngx.sleep(YIELD)) between chunks so a worker is never held for long, and one publication runs at a time
@@ -12,12 +14,14 @@
 // slot is dead). Every key a live worker wrote is thus deleted by that worker. Accepted: the keys that a
 // worker which died (SIGKILL, crash) wrote for a peer no live worker counts stay until that upstream is
 // re-created; they are never shown (the views list only current peers).
-import { counting, dropPeer, dropUpstream, eachUpstream, findUpstream, recycle, Slot, takeDirty, U_N, P_N } from "./counters";
+import { counting, dirtyCount, dropPeer, dropUpstream, eachUpstream, findUpstream, recycle, Slot, takeDirty, U_N, P_N } from "./counters";
 import { addDelta, deleteCounters, metricsDict } from "../store/metrics";
 import { appliedVersion, lookup, revision } from "../registry/sync";
 
-/** seconds between publications */
+/** seconds between publications when many slots changed */
 export const PUBLISH_INTERVAL = 1;
+/** at most this many changed slots are published at every tick */
+const SMALL = 64;
 /**
  * How a long job yields: ngx.sleep(0) would be the shortest, but nginx without OpenResty's delayed-events
  * patch (Debian's) logs a warning at every such call; 1 ms costs little more.
@@ -113,7 +117,7 @@ function publish(yieldable: boolean): void {
 export function publishTick(final: boolean): void {
     if (!counting() || busy) return;
     const t = ngx.now();
-    if (!final && t - lastPublish < PUBLISH_INTERVAL) return;
+    if (!final && t - lastPublish < PUBLISH_INTERVAL && (dirtyCount() > SMALL || (dirtyCount() === 0 && appliedVersion() === cleanedAt))) return;
     lastPublish = t;
     busy = true;
     const [ok, err] = pcall(publish, !final);
