@@ -7,12 +7,15 @@
 // Two server entries with the same address are one peer here, as they are one series: weight is their
 // sum, down/backup hold when every entry says so, passive health holds it out when one entry is held out.
 // Servers marked down are not checked (no check key).
-// Costs: one JSON decode per changed record; about 0.3 KB per upstream in the worker that serves scrapes.
+// Costs: one JSON decode per changed record; about 0.5 KB per upstream in the worker that serves scrapes
+// (the key prefixes and label texts are built here once, not at every scrape).
 import { endpointId } from "../registry/build";
-import { eachName, record, revision } from "../registry/sync";
+import { appliedVersion, eachName, record, revision } from "../registry/sync";
 import { resolveCheck, stateId } from "../health/config";
 import { downKey } from "../store/health";
 import { entryIds } from "../store/peer_health";
+import { slotPrefix } from "../store/metrics";
+import { P_CLASS, P_DONE, P_TRY, U_BUCKET, U_CLASS, U_REQ, U_RETRY, U_SUM } from "./counters";
 
 export interface PeerInfo {
     /** the address: "host:port", "[v6]:port", "unix:/path" (the `peer` label) */
@@ -28,6 +31,13 @@ export interface PeerInfo {
     failTimeouts: number[];
     /** the hc:d key of its active-check state, or "" (not checked) */
     checkKey: string;
+    /** its counters' key prefix (store/metrics.ts), and its labels: `{upstream="NAME",peer="ADDR"` (unclosed) */
+    prefix: string;
+    label: string;
+    /** the keys every scrape reads (tries, 2xx, finished tries): built once, not per scrape */
+    kTry: string;
+    kOk: string;
+    kDone: string;
 }
 
 export interface UpstreamInfo {
@@ -40,6 +50,24 @@ export interface UpstreamInfo {
     /** `check` configured (default_down decides a peer not probed yet) */
     checked: boolean;
     defaultDown: boolean;
+    /** its counters' key prefix, and its labels: `{upstream="NAME"` (unclosed) */
+    prefix: string;
+    label: string;
+    /** the keys every scrape reads (requests, 2xx, retries, the response times' sum, the first bucket) */
+    kReq: string;
+    kOk: string;
+    kRetry: string;
+    kSum: string;
+    kB1: string;
+}
+
+/** A label value as the exposition format wants it: backslash, double quote and newline escaped. */
+export function labelValue(v: string): string {
+    if (string.find(v, '[\\"\n]')[0] === undefined) return v;
+    const [a] = string.gsub(v, "\\", "\\\\");
+    const [b] = string.gsub(a, '"', '\\"');
+    const [c] = string.gsub(b, "\n", "\\n");
+    return c;
 }
 
 const cache: LuaTable<string, UpstreamInfo> = new LuaTable();
@@ -52,6 +80,7 @@ function build(name: string): UpstreamInfo | undefined {
     // one peer per address, in body order (as /detail lists them)
     const peers: PeerInfo[] = [];
     const byId: LuaTable<string, PeerInfo> = new LuaTable();
+    const label = `{upstream="${labelValue(name)}"`;
     for (const [i, s] of ipairs(spec.servers)) {
         for (const [, e] of ipairs(rec.endpoints[i - 1] ?? [])) {
             const id = endpointId(e);
@@ -68,7 +97,12 @@ function build(name: string): UpstreamInfo | undefined {
                 const np: PeerInfo = {
                     id, server: s.addr, weight: w, backup: s.backup, down: s.down, entries: [], maxFails: [], failTimeouts: [],
                     checkKey: cfg !== undefined && !s.down ? downKey(stateId(cfg, id)) : "",
+                    prefix: slotPrefix(name, id), label: `${label},peer="${labelValue(id)}"`,
+                    kTry: "", kOk: "", kDone: "",
                 };
+                np.kTry = np.prefix + P_TRY;
+                np.kOk = np.prefix + (P_CLASS + 2);
+                np.kDone = np.prefix + P_DONE;
                 byId.set(id, np);
                 peers[peers.length] = np;
             }
@@ -102,9 +136,12 @@ function build(name: string): UpstreamInfo | undefined {
             p.failTimeouts[p.failTimeouts.length] = s.failTimeout;
         }
     }
+    const prefix = slotPrefix(name, "");
     return {
         name, display: rec.display ?? name, rev: rec.rev, method: spec.method, peers,
         checked: cfg !== undefined, defaultDown: cfg !== undefined && cfg.defaultDown,
+        prefix, label, kReq: prefix + U_REQ, kOk: prefix + (U_CLASS + 2), kRetry: prefix + U_RETRY,
+        kSum: prefix + U_SUM, kB1: prefix + (U_BUCKET + 1),
     };
 }
 
@@ -123,16 +160,31 @@ export function upstreamInfo(name: string): UpstreamInfo | undefined {
     return info;
 }
 
-/** The names of every current upstream (this worker's registry: no shm lock), sorted. O(n log n). */
+let sorted: string[] = [];
+let sortedAt = -1;
+
+/**
+ * The names of every current upstream (this worker's registry: no shm lock), sorted; computed again only when
+ * this worker applied a change since (O(n log n)). Callers must not change the list.
+ */
 export function sortedNames(): string[] {
+    const v = appliedVersion();
+    if (v === sortedAt) return sorted;
     const names: string[] = [];
     for (const [name] of eachName()) names[names.length] = name;
     table.sort(names);
+    sorted = names;
+    sortedAt = v;
     return names;
 }
 
-/** Drops cached entries of upstreams that no longer exist. O(cached). */
+let prunedAt = -1;
+
+/** Drops cached entries of upstreams that no longer exist (after a change only). O(cached). */
 export function pruneCatalog(): void {
+    const v = appliedVersion();
+    if (v === prunedAt) return;
+    prunedAt = v;
     const gone: string[] = [];
     for (const [name] of pairs(cache)) if (revision(name) === undefined) gone[gone.length] = name;
     for (const [, name] of ipairs(gone)) cache.delete(name);

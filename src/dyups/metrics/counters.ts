@@ -22,7 +22,10 @@
 import type { UpstreamVersion } from "../registry/build";
 import { slotPrefix } from "../store/metrics";
 
-/** Counter indices of an upstream slot (1-based: the slot's `c` is a Lua array). */
+/**
+ * Counter indices of an upstream slot (1-based: the slot's `c` is a Lua array). The publisher adds a slot's
+ * deltas in index order, which metrics/read.ts relies on: a total (U_REQ, P_DONE) before its parts.
+ */
 const U_REQ = 1;
 const U_RETRY = 2;
 /** U_CLASS + k: responses of class k (1..5: 1xx..5xx) as the client got them */

@@ -11,8 +11,8 @@
 // (dyups_metrics_scrape_*) are the last families. Lines are assembled from precomputed pieces into one
 // buffer per family (the format wants a family's samples together).
 import { BOUNDS, BUCKETS, counting } from "./counters";
-import { pruneCatalog, sortedNames, upstreamInfo } from "./catalog";
-import { readFigures } from "./read";
+import { labelValue, pruneCatalog, sortedNames, upstreamInfo } from "./catalog";
+import { beginReading, readFigures } from "./read";
 import { dnsCount, droppedCount, metricsDict, metricsDictUsage, writeCount } from "../store/metrics";
 import { currentVersion, upstreamCount } from "../store/command_log";
 import { usage } from "../store/dict";
@@ -23,7 +23,7 @@ import { VERSION } from "dyups.version";
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** seconds a scrape may run without yielding */
-const SLICE = 0.002;
+const SLICE = 0.003;
 /**
  * How a long job yields: ngx.sleep(0) would be the shortest, but nginx without OpenResty's delayed-events
  * patch (Debian's) logs a warning at every such call; 1 ms costs little more.
@@ -45,8 +45,26 @@ interface Family {
     header: string;
 }
 
-/** One scrape's text, per family (the format wants a family's samples together), and its pacing. */
+/** LuaJIT's string.buffer (OpenResty's LuaJIT and luajit2 since 2.1-2022): appends without table slots. */
+interface StrBuf {
+    put(this: StrBuf, ...parts: (string | number)[]): StrBuf;
+    /** consumes up to len bytes ("" once empty) */
+    get(this: StrBuf, len: number): string;
+}
+interface BufferModule {
+    ["new"]: (this: void) => StrBuf;
+}
+const [hasBuffer, bufferModule] = pcall(require, "string.buffer");
+const BUFFERS: BufferModule | undefined = hasBuffer ? (bufferModule as BufferModule) : undefined;
+/** bytes per ngx.print when string buffers are used */
+const PRINT_BYTES = 262144;
+
+/**
+ * One scrape's text, per family (the format wants a family's samples together), and its pacing. The text
+ * goes to a string.buffer per family where LuaJIT has them, else to a table of pieces per family.
+ */
 interface Scrape {
+    sbufs: StrBuf[];
     bufs: (string | number)[][];
     ns: number[];
     sliceStart: number;
@@ -105,6 +123,10 @@ const SUM_NAME = F_U_TIME.name + "_sum";
 const COUNT_NAME = F_U_TIME.name + "_count";
 
 function put(s: Scrape, f: Family, name: string, open: string, close: string, value: number | string): void {
+    if (BUFFERS !== undefined) {
+        s.sbufs[f.index].put(name, open, close, value, "\n");
+        return;
+    }
     const buf = s.bufs[f.index];
     const n = s.ns[f.index];
     buf[n] = name;
@@ -119,15 +141,6 @@ function sample(s: Scrape, f: Family, open: string, close: string, value: number
     put(s, f, f.name, open, close, value);
 }
 
-/** A label value as the format wants it: backslash, double quote and newline escaped. */
-function escape(v: string): string {
-    if (string.find(v, '[\\"\n]')[0] === undefined) return v;
-    const [a] = string.gsub(v, "\\", "\\\\");
-    const [b] = string.gsub(a, '"', '\\"');
-    const [c] = string.gsub(b, "\n", "\\n");
-    return c;
-}
-
 /** Yields when the scrape ran SLICE seconds since its last yield. */
 function pace(s: Scrape): void {
     ngx.update_time();
@@ -140,7 +153,7 @@ function pace(s: Scrape): void {
 }
 
 function nodeFamilies(s: Scrape, now: number): void {
-    sample(s, F_INFO, `{version="${escape(VERSION)}"`, CLOSE, 1);
+    sample(s, F_INFO, `{version="${labelValue(VERSION)}"`, CLOSE, 1);
     sample(s, F_UPSTREAMS, "", BARE, upstreamCount());
     const version = currentVersion();
     sample(s, F_CONFIG_VERSION, "", BARE, version);
@@ -157,12 +170,12 @@ function nodeFamilies(s: Scrape, now: number): void {
     for (const [, code] of ipairs(WRITE_CODES)) sample(s, F_WRITES, `{code="${code}"`, CLOSE, writeCount(code));
     for (const [, r] of ipairs(DNS_RESULTS)) sample(s, F_DNS, `{result="${r}"`, CLOSE, dnsCount(r));
     const u = usage();
-    const open = `{dict="${escape(u.name)}"`;
+    const open = `{dict="${labelValue(u.name)}"`;
     sample(s, F_SHM_CAP, open, CLOSE, u.capacity);
     sample(s, F_SHM_FREE, open, CLOSE, u.free);
     const [cap, free] = metricsDictUsage();
     if (cap !== undefined) {
-        const mopen = `{dict="${escape(getOptions().metrics_dict)}"`;
+        const mopen = `{dict="${labelValue(getOptions().metrics_dict)}"`;
         sample(s, F_SHM_CAP, mopen, CLOSE, cap);
         sample(s, F_SHM_FREE, mopen, CLOSE, free as number);
         sample(s, F_DROPPED, "", BARE, droppedCount());
@@ -173,7 +186,7 @@ function upstreamFamilies(s: Scrape, d: NgxSharedDict | undefined, traffic: bool
     const info = upstreamInfo(name);
     if (info === undefined) return;
     const fig = readFigures(d, info, now);
-    const uopen = `{upstream="${escape(name)}"`;
+    const uopen = info.label;
     if (traffic) {
         sample(s, F_U_REQ, uopen, CLOSE, fig.requests);
         for (let k = 1; k <= 5; k++) {
@@ -194,7 +207,7 @@ function upstreamFamilies(s: Scrape, d: NgxSharedDict | undefined, traffic: bool
     sample(s, F_U_UP, uopen, CLOSE, fig.peersUp);
     for (const [i, p] of ipairs(info.peers)) {
         const pf = fig.peers[i - 1];
-        const popen = `${uopen},peer="${escape(p.id)}"`;
+        const popen = p.label;
         if (traffic) {
             sample(s, F_P_REQ, popen, CLOSE, pf.tries);
             for (let k = 1; k <= 5; k++) {
@@ -211,9 +224,20 @@ function upstreamFamilies(s: Scrape, d: NgxSharedDict | undefined, traffic: bool
     }
 }
 
-/** Sends every family, in order, in pieces of PRINT_PIECES (yielding between them). */
+/** Sends every family, in order, in pieces (yielding between them). */
 function send(s: Scrape): void {
     for (const [, f] of ipairs(FAMILIES)) {
+        if (BUFFERS !== undefined) {
+            const buf = s.sbufs[f.index];
+            let chunk = buf.get(PRINT_BYTES);
+            if (chunk !== "") ngx.print(f.header);
+            while (chunk !== "") {
+                ngx.print(chunk);
+                pace(s);
+                chunk = buf.get(PRINT_BYTES);
+            }
+            continue;
+        }
         const n = s.ns[f.index];
         if (n > 0) {
             ngx.print(f.header);
@@ -230,15 +254,17 @@ function send(s: Scrape): void {
 export function metricsPage(): void {
     ngx.update_time();
     const started = ngx.now();
-    const s: Scrape = { bufs: [], ns: [], sliceStart: started, maxSlice: 0 };
+    const s: Scrape = { sbufs: [], bufs: [], ns: [], sliceStart: started, maxSlice: 0 };
     for (const [i] of ipairs(FAMILIES)) {
-        s.bufs[i - 1] = [];
+        if (BUFFERS !== undefined) s.sbufs[i - 1] = BUFFERS.new();
+        else s.bufs[i - 1] = [];
         s.ns[i - 1] = 0;
     }
     pruneCatalog();
     const traffic = counting();
     const d = traffic ? metricsDict() : undefined;
     nodeFamilies(s, started);
+    beginReading();
     const names = sortedNames();
     for (const [i, name] of ipairs(names)) {
         upstreamFamilies(s, d, traffic, name, started);
@@ -247,10 +273,7 @@ export function metricsPage(): void {
     ngx.status = 200;
     ngx.header["Content-Type"] = CONTENT_TYPE;
     ngx.header["Cache-Control"] = "no-store";
-    // F_DURATION and F_SLICE are written last, after the rest was sent
-    s.ns[F_DURATION.index] = 0;
-    s.ns[F_SLICE.index] = 0;
-    send(s);
+    send(s); // F_DURATION and F_SLICE have no samples yet: they are written last, after the rest was sent
     ngx.update_time();
     const t = ngx.now();
     if (t - s.sliceStart > s.maxSlice) s.maxSlice = t - s.sliceStart;

@@ -12,7 +12,7 @@
 import * as cjson from "cjson.safe";
 import { counting } from "./counters";
 import { sortedNames, upstreamInfo } from "./catalog";
-import { readFigures, PeerFigures } from "./read";
+import { beginReading, readFigures, PeerFigures } from "./read";
 import type { PeerInfo } from "./catalog";
 import { metricsDict } from "../store/metrics";
 import { currentVersion, upstreamCount } from "../store/command_log";
@@ -63,6 +63,7 @@ export function statsReport(match: string | undefined, offset: number, limit: nu
     const needle = match !== undefined && match !== "" ? string.lower(match) : undefined;
     const list: unknown[] = [];
     let matched = 0;
+    beginReading();
     for (const [, name] of ipairs(sortedNames())) {
         if (needle === undefined || string.find(name, needle, 1, true)[0] !== undefined) {
             matched = matched + 1;

@@ -11,7 +11,7 @@
 // Race accepted: two workers creating one key at once (safe_add says "exists" to one, which then adds).
 import { getOptions } from "../options";
 import { dict } from "./dict";
-import { CHECKED_PREFIX, FAILS_PREFIX, METRIC_DNS_PREFIX, METRIC_DROPPED, METRIC_PREFIX, METRIC_WRITES_PREFIX } from "./keys";
+import { CHECKED_PREFIX, FAILS_PREFIX, HEALTH_GEN, METRIC_DNS_PREFIX, METRIC_DROPPED, METRIC_PREFIX, METRIC_WRITES_PREFIX } from "./keys";
 
 let handle: NgxSharedDict | undefined;
 let looked = false;
@@ -120,15 +120,20 @@ export function metricsDictUsage(): LuaMultiReturn<[number, number] | [undefined
 }
 
 /**
- * Whether passive health holds server entry `entry` out now: nginx's rule as store/peer_health.ts applies it
- * (fails >= max_fails and now - checked <= fail_timeout), read from its f:/fc: keys in the configuration
- * dict. A read for the status views (the balancer has its own cache). max_fails 0: never.
+ * The passive-health state of server entry `entry` (store/peer_health.ts's f:/fc: keys, in the configuration
+ * dict): its failure count and its `checked` time (0 when it has no failure). A read for the status views,
+ * which apply nginx's rule themselves (metrics/read.ts); the balancer has its own cache.
  */
-export function passiveFailed(entry: string, maxFails: number, failTimeout: number, now: number): boolean {
-    if (maxFails <= 0) return false;
+export function passiveState(entry: string): LuaMultiReturn<[number, number]> {
     const d = dict();
     const [f] = d.get(FAILS_PREFIX + entry);
-    if (type(f) !== "number" || (f as number) < maxFails) return false;
+    if (type(f) !== "number" || (f as number) <= 0) return $multi(0, 0);
     const [c] = d.get(CHECKED_PREFIX + entry);
-    return now - (type(c) === "number" ? (c as number) : 0) <= failTimeout;
+    return $multi(f as number, type(c) === "number" ? (c as number) : 0);
+}
+
+/** The health generation (hg): it moves at every change of passive or active health state. */
+export function healthGeneration(): number {
+    const [g] = dict().get(HEALTH_GEN);
+    return type(g) === "number" ? (g as number) : 0;
 }
