@@ -209,7 +209,7 @@ function request() return format(nil, nil, { Host = names[random(n)] }) end
       const search = await timeGets(x.ng, "/stats?match=u9999&limit=100", 5);
       console.log(`  GET /stats (the dashboard's poll): first 100 of ${many} ${f1(median(stats.ms))} ms, search ${f1(median(search.ms))} ms`);
       const st = JSON.parse((await x.ng.get("/status")).body);
-      console.log(`  metrics dict: ${f1((16 * 1024 * 1024 - metric(first, 'dyups_shm_free_bytes\\{dict="dyups_metrics"\\}')) / 1e6)} MB used of 16.8; lua_kb per worker ${st.workers.map((x) => x.lua_kb).join("/")}`);
+      console.log(`  metrics dict: ${f1((32 * 1024 * 1024 - metric(first, 'dyups_shm_free_bytes\\{dict="dyups_metrics"\\}')) / 1e6)} MB used of 33.6; lua_kb per worker ${st.workers.map((x) => x.lua_kb).join("/")}`);
       summary.push(`metrics.b  GET /metrics, ${many} upstreams x 2 peers: idle ${f1(idle.med)} ms (${f1(idle.cpu)} ms CPU, ${f1(idle.mb)} MB), after traffic ${f1(busy.med)} ms median ${f1(busy.max)} ms max (${f1(busy.cpu)} ms CPU, ${f1(busy.mb)} MB, ${busy.samples} samples); longest slice without yielding ${f1(busy.slice)} ms; small requests meanwhile max ${f1(scraping.max)} ms (without scrapes ${f1(quiet.max)} ms); /stats ${f1(median(stats.ms))} ms`);
     } finally {
       await x.ng.stop();

@@ -6,33 +6,11 @@
 // token. The run saves a screenshot to artifacts/dashboard.png (ignored by git).
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import http from "node:http";
-import puppeteer from "puppeteer-core";
 import { startNginx, freePorts, sleep, request, ROOT } from "./harness.mjs";
-
-export const CHROMIUM = "/usr/bin/chromium";
-const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run"];
-
-/** Debian's Chromium with a fresh profile; close() also removes the profile. */
-export async function launchChromium() {
-  const profile = mkdtempSync(path.join(tmpdir(), "dyups-chromium-"));
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM, headless: true, userDataDir: profile, args: [...FLAGS, `--user-data-dir=${profile}`],
-    defaultViewport: { width: 1280, height: 760 },
-  });
-  const pid = browser.process()?.pid;
-  return {
-    browser,
-    async close() {
-      try { await browser.close(); } catch { try { if (pid) process.kill(pid, "SIGKILL"); } catch {} }
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
-}
+import { launchChromium } from "../lib/chromium.mjs";
 
 /** A page that records what it requested and every error it reported. */
 async function openPage(browser, url, credentials) {

@@ -7,10 +7,10 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startNginx, freePorts, sleep, eventually, request } from "./harness.mjs";
+import { startNginx, freePorts, sleep, eventually, request, ROOT } from "./harness.mjs";
 
 /** Parses the exposition text into samples { name, labels, value }. */
 export function parseMetrics(text) {
@@ -198,7 +198,7 @@ describe("GET /metrics", () => {
       assert.ok(value(s, "dyups_worker_lua_memory_bytes", { worker: w }) > 0);
     }
     assert.equal(value(s, "dyups_shm_capacity_bytes", { dict: "dyups" }), 32 * 1024 * 1024);
-    assert.equal(value(s, "dyups_shm_capacity_bytes", { dict: "dyups_metrics" }), 16 * 1024 * 1024);
+    assert.equal(value(s, "dyups_shm_capacity_bytes", { dict: "dyups_metrics" }), 32 * 1024 * 1024);
     assert.ok(value(s, "dyups_shm_free_bytes", { dict: "dyups_metrics" }) > 0);
     assert.equal(value(s, "dyups_metrics_dropped_total"), 0);
     assert.equal(value(s, "dyups_info", { version: status.dyups_version }), 1);
@@ -257,5 +257,23 @@ scrape_configs:
       clearTimeout(t);
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test("the README's scrape job and alert rules pass promtool", () => {
+    const readme = readFileSync(path.join(ROOT, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Metrics and the status page"), readme.indexOf("## Hostnames and DNS"));
+    const blocks = [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
+    assert.equal(blocks.length, 2);
+    const dir = mkdtempSync(path.join(tmpdir(), "dyups-promtool-"));
+    try {
+      const token = path.join(dir, "token");
+      writeFileSync(token, "x\n");
+      writeFileSync(path.join(dir, "prometheus.yml"), blocks[0].replace("/etc/prometheus/dyups-read-token", token));
+      writeFileSync(path.join(dir, "rules.yml"), blocks[1]);
+      for (const args of [["check", "config", "--syntax-only", path.join(dir, "prometheus.yml")], ["check", "rules", path.join(dir, "rules.yml")]]) {
+        const r = spawnSync("promtool", args, { encoding: "utf8" });
+        assert.equal(r.status, 0, `promtool ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      }
+    } finally { rmSync(dir, { recursive: true, force: true }); }
   });
 });
