@@ -12,9 +12,14 @@ import http from "node:http";
 import { startNginx, freePorts, sleep, request, ROOT } from "./harness.mjs";
 import { launchChromium } from "../lib/chromium.mjs";
 
-/** A page that records what it requested and every error it reported. */
+/**
+ * A page, in a browser context of its own, that records what it requested and every error it reported.
+ * close() closes the context, and with it the browser's connections (nginx then stops at once: it waits for
+ * open connections).
+ */
 async function openPage(browser, url, credentials) {
-  const page = await browser.newPage();
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage();
   const requests = [];
   const errors = [];
   page.on("request", (r) => requests.push(r.url()));
@@ -22,7 +27,7 @@ async function openPage(browser, url, credentials) {
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   if (credentials) await page.authenticate(credentials);
   const res = await page.goto(url, { waitUntil: "domcontentloaded" });
-  return { page, requests, errors, res };
+  return { page, requests, errors, res, close: () => context.close() };
 }
 
 let ng, chromium, deadPort, view;
@@ -39,7 +44,7 @@ describe("GET /dashboard in Chromium", () => {
     view = await openPage(chromium.browser, `http://127.0.0.1:${ng.apiPort}/dashboard`);
   });
   after(async () => {
-    await view?.page.close();
+    await view?.close();
     await ng?.stop();
   });
 
@@ -143,13 +148,13 @@ describe("GET /dashboard with tokens", () => {
     assert.equal(r.headers["www-authenticate"], 'Basic realm="dyups", charset="UTF-8"');
     // other resources keep the Bearer challenge alone
     assert.equal((await request(tng.apiPort, "GET", "/list")).headers["www-authenticate"], 'Bearer realm="dyups"');
-    const { page, errors, res } = await openPage(chromium.browser, `http://127.0.0.1:${tng.apiPort}/dashboard`, { username: "viewer", password: READ });
+    const { page, errors, res, close } = await openPage(chromium.browser, `http://127.0.0.1:${tng.apiPort}/dashboard`, { username: "viewer", password: READ });
     assert.equal(res.status(), 200);
     await page.waitForFunction(() => document.querySelectorAll("tr[data-worker]").length === 1, { timeout: 5000 });
     assert.equal(await page.$eval("#role", (e) => e.dataset.role), "read");
     assert.equal(await page.$$eval("main button[data-action]", (b) => b.length), 0);
     assert.deepEqual(errors, []);
-    await page.close();
+    await close();
     // the same credentials work for scripts (curl -u viewer:TOKEN)
     const basic = `Basic ${Buffer.from(`viewer:${READ}`).toString("base64")}`;
     assert.equal((await request(tng.apiPort, "GET", "/stats", { headers: { authorization: basic } })).status, 200);
