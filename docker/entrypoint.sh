@@ -19,6 +19,8 @@
 # NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_PREFIX (/usr/local: where install.sh put the release),
 # ADMIN_TOKENS_FILE (empty: no tokens, the interface serves loopback clients only; set: init()'s admin_tokens_file,
 # generated with one random write token named "admin", mode 600, when it does not exist).
+# Cluster mode (README "Cluster mode"): ETCD_ENDPOINTS ("127.0.0.1:2379,127.0.0.2:2379"; unset: embedded mode),
+# ETCD_PREFIX (/dyups), ETCD_USER and ETCD_PASSWORD (etcd auth). UPSTREAM_CONF must then be empty.
 set -eu
 
 : "${PROXY_ADDR:=127.0.0.1}" "${PROXY_PORT:=8080}" "${API_PORT:=8081}"
@@ -109,6 +111,14 @@ if [ -n "${ADMIN_TOKENS_FILE:-}" ]; then
   fi
   DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS admin_tokens_file = $(lua_str "$ADMIN_TOKENS_FILE"),"
 fi
+if [ -n "${ETCD_ENDPOINTS:-}" ]; then
+  [ -z "$UPSTREAM_CONF" ] || die "ETCD_ENDPOINTS (cluster mode) needs UPSTREAM_CONF= (empty): etcd is the source of truth"
+  eps=""
+  for ep in $(echo "$ETCD_ENDPOINTS" | tr ',' ' '); do eps="$eps $(lua_str "$ep"),"; done
+  cl="etcd = {${eps%,} }, prefix = $(lua_str "${ETCD_PREFIX:-/dyups}")"
+  [ -n "${ETCD_USER:-}" ] && cl="$cl, user = $(lua_str "$ETCD_USER"), password = $(lua_str "${ETCD_PASSWORD:-}")"
+  DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS cluster = { $cl },"
+fi
 DYUPS_INIT_OPTS="${DYUPS_INIT_OPTS%,} }"
 
 DEMO_BLOCKS=""
@@ -156,5 +166,5 @@ case "${1:-}" in
   *) exec "$@" ;;
 esac
 
-log "$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), proxy ${PROXY_ADDR}:${PROXY_PORT}, interface 127.0.0.1:${API_PORT}, workers ${WORKERS}, demo backends: ${DEMO_BACKENDS:-none}, upstream_conf: ${UPSTREAM_CONF:-none}, state_file: ${STATE_FILE:-none}"
+log "$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), proxy ${PROXY_ADDR}:${PROXY_PORT}, interface 127.0.0.1:${API_PORT}, workers ${WORKERS}, demo backends: ${DEMO_BACKENDS:-none}, upstream_conf: ${UPSTREAM_CONF:-none}, state_file: ${STATE_FILE:-none}, etcd: ${ETCD_ENDPOINTS:-none (embedded mode)}"
 exec "$NGINX_BIN" -p "$DYUPS_RUN" -e stderr -c "$conf" "$@"

@@ -50,8 +50,12 @@ done
 read -r b1 b2 <<<"$DEMO_BACKENDS"
 say "up after $((SECONDS - t0))s: proxy 127.0.0.1:$PROXY_PORT, interface 127.0.0.1:$API_PORT, demo backends $DEMO_BACKENDS"
 secrets=${DYUPS_SECRETS:-secrets}
+if [ -f "$secrets/admin-tokens" ]; then
+  echo "  AUTH=\"Authorization: Bearer \$(awk '\$2 == \"write\" {print \$1; exit}' $secrets/admin-tokens)\""
+else
+  echo "  AUTH=X-No-Token:   # no token file: the interface serves loopback clients without a token"
+fi
 cat <<EOF
-  AUTH="Authorization: Bearer \$(awk '\$2 == "write" {print \$1; exit}' $secrets/admin-tokens)"
   curl -H "\$AUTH" 127.0.0.1:$API_PORT/list
   curl -H "\$AUTH" -d "server 127.0.0.1:$b2;server 127.0.0.1:$b1;" 127.0.0.1:$API_PORT/upstream/dyhost
   curl -H "host: dyhost" 127.0.0.1:$PROXY_PORT

@@ -25,7 +25,7 @@ fi
 
 runtime_pkgs="nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-nginx-dns lua-cjson"
 tool_pkgs="luajit2 lua-busted curl"
-test_pkgs="dnsmasq-base wrk luarocks zip prometheus chromium"
+test_pkgs="dnsmasq-base wrk luarocks zip etcd-server prometheus chromium"
 
 missing=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

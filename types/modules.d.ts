@@ -117,22 +117,25 @@ declare module "ffi" {
     export const C: unknown;
     /** the C errno of the last call through the FFI */
     export function errno(): number;
+    /** a cdata of C type `ct` from `v` (a pointer cast to "uintptr_t" gives its address) */
+    export function cast(ct: string, v: unknown): unknown;
 }
 
-// lua-resty-core's semaphore (light threads of one worker). Methods are colon-called.
-declare namespace NgxSemaphore {
-    interface Semaphore {
+// lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
+declare module "resty.core.base" {
+    /** the current request as a cdata `ngx_http_request_t *`, or undefined outside a request */
+    export function get_request(this: void): unknown;
+}
+
+// lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).
+declare module "ngx.semaphore" {
+    export interface Semaphore {
+        /** ok, err ("timeout") */
+        wait(this: Semaphore, seconds: number): LuaMultiReturn<[boolean, string | undefined]>;
         post(this: Semaphore, n?: number): void;
-        /** ok, or (undefined, "timeout") */
-        wait(this: Semaphore, seconds: number): LuaMultiReturn<[true | undefined, string | undefined]>;
         count(this: Semaphore): number;
     }
-    interface SemaphoreModule {
-        /** called as semaphore.new(n) (dot) */
-        ["new"](this: void, n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
-    }
-}
-declare module "ngx.semaphore" {
-    const semaphore: NgxSemaphore.SemaphoreModule;
-    export = semaphore;
+    /** @noSelf */
+    function create(n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
+    export { create as new };
 }

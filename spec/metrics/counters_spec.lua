@@ -6,9 +6,10 @@
 local fake = require("spec.helpers.fake_ngx")
 
 local ngx, b, phases, pipeline, counters, publish, mdict, reg
+local current
 
 local function request(upstream)
-  ngx.ctx = {}
+  current = ngx._new_request()
   ngx.var.dyups_upstream = upstream
   ngx.status = 200
   ngx.var.upstream_header_time = nil
@@ -170,15 +171,15 @@ describe("metrics counters", function()
     update("u", "server 127.0.0.1:8001; server 127.0.0.1:8002;")
     local ver = reg.lookup("u")
     counters.countTry(ver, 1, false) -- first use: slots attached, marked dirty
-    counters.observe(ver, 1, ngx.now())
+    counters.observe(ver, 1, ngx.now(), true)
     counters.countTry(ver, 2, false)
-    counters.observe(ver, 2, ngx.now())
+    counters.observe(ver, 2, ngx.now(), true)
     ngx.var = setmetatable({}, { __index = function(_, k) error("ngx.var." .. k .. " read") end })
     local function run(n)
       for i = 1, n do
         local gi = i % 2 + 1
         counters.countTry(ver, gi, false)
-        counters.observe(ver, gi, ngx.now())
+        counters.observe(ver, gi, ngx.now(), true)
       end
     end
     run(20000) -- warm-up: LuaJIT compiles its traces (their memory is not the code's)
@@ -189,6 +190,25 @@ describe("metrics counters", function()
     local grown = collectgarbage("count") - before
     collectgarbage("restart")
     assert.is_true(grown < 1, "grew by " .. grown .. " KB")
+  end)
+
+  it("a request whose log phase never ran (a stale slot) closes its try and counts nothing else", function()
+    update("u", "server 127.0.0.1:8001;")
+    request("u")
+    phases.balance()
+    local p = peer()
+    local stale = current
+    -- the next request at the same address finds the slot: nginx freed the first one without a log phase
+    ngx._use_request(stale)
+    ngx._req_start = ngx._req_start + 1
+    ngx.var.dyups_upstream = "u"
+    b.failure = nil
+    phases.balance()
+    phases.logPhase()
+    publish.publishTick(true)
+    assert.equal(2, counter("u", p, counters.P_TRY))
+    assert.equal(2, counter("u", p, counters.P_DONE)) -- nothing left in flight
+    assert.equal(1, counter("u", nil, counters.U_REQ)) -- only the request that ended is counted
   end)
 
   it("publishes each delta once: a second publication adds nothing", function()
@@ -232,13 +252,13 @@ describe("metrics counters", function()
     serve("kept")
     request("gone")
     phases.balance() -- in flight while the upstream is deleted
-    local held = ngx.ctx
+    local held = current
     publish.publishTick(true)
     assert.is_true(#keys_of("gone") > 0)
     assert.is_truthy(pipeline.remove("gone"))
     publish.publishTick(true)
     assert.same({}, keys_of("gone"))
-    ngx.ctx = held
+    ngx._use_request(held)
     phases.logPhase()
     publish.publishTick(true)
     assert.same({}, keys_of("gone"))

@@ -6,8 +6,10 @@ local fake = require("spec.helpers.fake_ngx")
 
 local ngx, b, phases, reg, pipeline
 
+local current
+
 local function request(upstream)
-  ngx.ctx = {}
+  current = ngx._new_request()
   ngx.var.dyups_upstream = upstream
   ngx.status = 200
   ngx.var.upstream_header_time = nil
@@ -49,10 +51,10 @@ describe("balancer phase entry points", function()
     assert.equal(3, b.more_tries)
     local ver = reg.lookup("u")
     assert.equal(1, ver.refs)
-    assert.equal(ver, ngx.ctx.dyups_v)
+    assert.equal(1, require("dyups.phases.request_slot").slotsInUse()) -- the pin is held in the request's slot
     phases.logPhase()
     assert.equal(0, ver.refs)
-    assert.is_nil(ngx.ctx.dyups_v)
+    assert.equal(0, require("dyups.phases.request_slot").slotsInUse())
   end)
 
   it("tries follow nginx: one per server that is not down (backups included)", function()
@@ -135,8 +137,8 @@ describe("balancer phase entry points", function()
     update("u", "server 127.0.0.1:8001;")
     request("u")
     phases.balance()
-    local held = ngx.ctx
-    local old = held.dyups_v
+    local held = current
+    local old = reg.lookup("u")
     update("u", "server 127.0.0.1:8009;") -- the write catches this worker up: `old` is retired
     assert.is_true(old.retired)
     assert.equal(1, reg.stats().retired)
@@ -146,7 +148,7 @@ describe("balancer phase entry points", function()
     assert.equal("127.0.0.1:8009", peer())
     phases.logPhase()
     -- the first request ends: its log phase releases the retired version
-    ngx.ctx = held
+    ngx._use_request(held)
     phases.logPhase()
     assert.equal(0, old.refs)
     assert.equal(0, reg.stats().retired)
@@ -156,13 +158,13 @@ describe("balancer phase entry points", function()
     update("gone", "server 127.0.0.1:8001;")
     request("gone")
     phases.balance()
-    local held = ngx.ctx
+    local held = current
     assert.is_truthy(pipeline.remove("gone"))
     assert.equal(1, reg.stats().retired)
     request("gone")
     phases.balance()
     assert.equal(0, #b.calls) -- unknown now: no peer set, nginx answers 502 from the placeholder
-    ngx.ctx = held
+    ngx._use_request(held)
     phases.logPhase()
     assert.equal(0, reg.stats().retired)
   end)
@@ -171,7 +173,7 @@ describe("balancer phase entry points", function()
     request("nope")
     phases.balance()
     assert.equal(0, #b.calls)
-    assert.is_nil(ngx.ctx.dyups_v)
+    assert.equal(0, require("dyups.phases.request_slot").slotsInUse())
     phases.logPhase() -- nothing to release
   end)
 
@@ -240,5 +242,65 @@ describe("balancer phase entry points", function()
     assert.equal("127.0.0.1:8001", peer())
     phases.logPhase()
     assert.is_nil(phases.balanceUngated)
+  end)
+
+  describe("per-request slots (no ngx.ctx)", function()
+    local slots
+    before_each(function() slots = require("dyups.phases.request_slot") end)
+
+    it("a request that never reaches the balancer leaves nothing behind", function()
+      for _ = 1, 10000 do
+        request("u")
+        phases.logPhase()
+      end
+      assert.equal(0, slots.slotsInUse())
+    end)
+
+    it("slots are reused: many sequential requests hold at most one", function()
+      update("u", "server 127.0.0.1:8001; server 127.0.0.1:8002;")
+      for _ = 1, 5000 do
+        request("u")
+        phases.balance()
+        phases.logPhase()
+      end
+      assert.equal(0, slots.slotsInUse())
+      assert.equal(0, reg.lookup("u").refs)
+    end)
+
+    it("a slot left behind (no log phase ran) is released by the next request at the same address", function()
+      update("u", "server 127.0.0.1:8001 max_fails=1; server 127.0.0.1:8002 max_fails=1;")
+      request("u")
+      phases.balance() -- e.g. a subrequest: nginx never runs its log phase
+      local abandoned = current
+      local ver = reg.lookup("u")
+      assert.equal(1, ver.refs)
+      -- a later request reuses that address: its first try finds the slot and releases it as stale
+      ngx._advance(1)
+      ngx._use_request({ ptr = abandoned.ptr, start = ngx.now() })
+      b.calls = {}
+      b.failure = nil
+      phases.balance()
+      assert.equal(1, #b.calls)
+      assert.equal(1, ver.refs) -- the stale pin was released, this request's pin taken
+      phases.logPhase()
+      assert.equal(0, ver.refs)
+      assert.equal(0, slots.slotsInUse())
+    end)
+
+    it("a log phase that finds an earlier request's slot releases it without reporting an outcome", function()
+      update("u", "server 127.0.0.1:8001 max_fails=1; server 127.0.0.1:8002 max_fails=1;")
+      request("u")
+      phases.balance()
+      local abandoned = current
+      local p = peer()
+      ngx._advance(1)
+      ngx._use_request({ ptr = abandoned.ptr, start = ngx.now() }) -- another request, no dyups balancer
+      ngx.status = 502
+      ngx.var.upstream_header_time = "-"
+      phases.logPhase()
+      assert.equal(0, reg.lookup("u").refs)
+      assert.equal(0, slots.slotsInUse())
+      assert.is_nil(ngx.shared.dyups:get("f:u/" .. p .. "#1")) -- not this request's outcome to report
+    end)
   end)
 end)

@@ -74,7 +74,7 @@ export { delete_ as delete };
 export function get(name: unknown): unknown {
     const rec = pipeline.get(checkString(name, 1, "get"));
     if (rec === undefined) return undefined;
-    return { name: rec.name, body: rec.body, revision: rec.rev, method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
+    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
 }
 
 /** Names of all upstreams, in creation order. */

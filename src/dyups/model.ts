@@ -95,10 +95,12 @@ export interface UpstreamRecord {
     rev: number;
     /** the version that first created this upstream (kept across replaces: listing order) */
     created?: number;
-    /** where it came from: "api", "conf", "dns", "state" */
+    /** where it came from: "api", "conf", "dns", "state", "etcd" */
     source: string;
     /** the spelling of the name in the latest POST when it is not `name` (lowercase): what /list shows */
     display?: string;
+    /** cluster mode: the etcd mod_revision of this state (its ETag there; rev stays this node's own version) */
+    etcd?: number;
 }
 
 export const DEFAULT_PORT = 80;

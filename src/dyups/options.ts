@@ -2,6 +2,7 @@
 // init() options: defaults, validation, and the one table every module reads. Runs in init_by_lua (master);
 // workers inherit the validated table. A bad option raises at start-up, so nginx refuses to start with the
 // reason (a caller's mistake, not a run-time failure).
+import { ClusterConfig, validateCluster } from "./cluster/config";
 
 // A type alias, not an interface: it is then comparable to the record that validateOptions builds key by key.
 export type Options = {
@@ -49,6 +50,8 @@ export type Options = {
     metrics: boolean;
     /** the lua_shared_dict the counters are published to (declared by dyups.conf) */
     metrics_dict: string;
+    /** cluster mode: etcd is the source of truth (dyups.cluster.*); validated and normalised */
+    cluster?: ClusterConfig;
 };
 
 export const DEFAULTS: Options = {
@@ -95,6 +98,7 @@ KINDS.set("auth_fail_window", "number");
 KINDS.set("check_concurrency", "number");
 KINDS.set("metrics", "boolean");
 KINDS.set("metrics_dict", "string");
+KINDS.set("cluster", "table");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -111,6 +115,8 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
             for (const [, x] of ipairs(v as unknown[])) {
                 if (type(x) !== "string") return $multi(undefined, `option "${k as string}" must be a list of strings`);
             }
+        } else if (kind === "table") {
+            if (type(v) !== "table") return $multi(undefined, `option "${k as string}" must be a table, got ${type(v)}`);
         } else if (type(v) !== kind) {
             return $multi(undefined, `option "${k as string}" must be a ${kind}, got ${type(v)}`);
         }
@@ -138,6 +144,12 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
                 return $multi(undefined, `option "resolver" entry ${i} ("${ns}") must be "ip[:port]"`);
             }
         }
+    }
+    if (o.cluster !== undefined) {
+        const [c, cerr] = validateCluster(o.cluster);
+        if (c === undefined) return $multi(undefined, cerr);
+        if (o.upstream_conf !== undefined) return $multi(undefined, `option "upstream_conf" cannot be used with "cluster": etcd is the source of truth (POST the file's upstreams to any node once)`);
+        o.cluster = c;
     }
     return $multi(o, undefined);
 }

@@ -22,6 +22,8 @@ import { catchUp } from "./registry/sync";
 import { commit, namesInOrder, readRecord } from "./store/command_log";
 import { checkTargets } from "./targets";
 import { noteWrite } from "./metrics/hooks";
+import { getOptions } from "./options";
+import { clusterRemove, clusterUpdate } from "./cluster/writer";
 
 export const ADD_FAILED = "add server failed";
 
@@ -60,6 +62,14 @@ function applyUpdate(name: string, body: string, expectRev?: number, source?: Wr
     const [fits, ferr] = healthFits(rec); // active checks: the peers' states must fit in the dict
     if (fits === undefined) return $multi(undefined, `${ADD_FAILED}: ${ferr}`, 507);
     const old = readRecord(lname);
+    if (getOptions().cluster !== undefined) {
+        // cluster mode: etcd first (cluster/writer.ts), then this node applies it before answering
+        const [cs, cmsg, cv] = clusterUpdate(lname, rec, expectRev);
+        if (cs !== 200) return $multi(undefined, cs === 409 ? cmsg : `${ADD_FAILED}: ${cmsg}`, cs);
+        auditWrite("update", lname, old !== undefined ? revisionOf(old) : 0, cv as number, source ?? LUA_SOURCE);
+        releaseVanished(old, rec);
+        return $multi(cv as number, undefined, undefined);
+    }
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
     auditWrite("update", lname, before, v, source ?? LUA_SOURCE);
@@ -79,12 +89,24 @@ function applyRemove(name: string, expectRev?: number, source?: WriteSource): St
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(undefined, "not found uptream", 404);
     const old = readRecord(lname);
+    if (getOptions().cluster !== undefined) {
+        const [cs, cmsg, cv] = clusterRemove(lname, expectRev);
+        if (cs !== 200) return $multi(undefined, cmsg, cs);
+        auditWrite("delete", lname, old !== undefined ? revisionOf(old) : 0, cv as number, source ?? LUA_SOURCE);
+        releaseVanished(old, undefined);
+        return $multi(cv as number, undefined, undefined);
+    }
     const [v, reason, status, before] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(undefined, reason, status);
     auditWrite("delete", lname, before, v, source ?? LUA_SOURCE);
     releaseVanished(old, undefined);
     catchUp();
     return $multi(v, undefined, undefined);
+}
+
+/** The revision clients see (ETag, If-Match): the etcd revision in cluster mode, else the command log's. */
+export function revisionOf(rec: UpstreamRecord): number {
+    return getOptions().cluster !== undefined ? (rec.etcd ?? 0) : rec.rev;
 }
 
 /** The stored record of NAME (any case), or undefined. */

@@ -17,6 +17,7 @@ import { DEFAULTS, getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
 import { catchUp, heartbeat, sync } from "./registry/sync";
+import { healthSync } from "./store/peer_health";
 import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { commit, currentVersion, readRecord } from "./store/command_log";
 import { resetDict } from "./store/dict";
@@ -24,6 +25,7 @@ import { loadStateFile, saveIfChanged } from "./store/state_file";
 import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
+import { clusterRelease, clusterTick } from "./cluster/watcher";
 import { bumpConfGeneration } from "./store/health";
 import { publishTick } from "./metrics/publish";
 import { startCounting } from "./metrics/hooks";
@@ -47,7 +49,8 @@ function readFile(path: string): string {
  * state file (it has `saved` endpoints), which is skipped with an error (e.g. a target that allowed_targets
  * no longer allows). `display`: the spelling to list it by.
  */
-function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string): void {
+function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string,
+    etcdRev?: number): void {
     const [rec, err] = prepare(name, body, source);
     if (rec === undefined) {
         if (source === "state" || saved !== undefined) {
@@ -63,6 +66,7 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
             if (eps.length === 0 && old !== undefined && type(old) === "table") rec.endpoints[i - 1] = allowedOnly(old)[0] ?? [];
         }
     }
+    if (etcdRev !== undefined) rec.etcd = etcdRev; // cluster mode: the revision it had in etcd
     if (display !== undefined && display !== name && type(display) === "string" && string.lower(display) === name) rec.display = display;
     const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
@@ -98,7 +102,7 @@ export function start(opts?: unknown): void {
         const st = loadStateFile(o.state_file);
         if (st !== undefined) {
             for (const [, u] of ipairs(st.upstreams)) {
-                if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints, u.display);
+                if (type(u.name) === "string" && type(u.body) === "string") applyAtStart(u.name, u.body, u.source ?? "state", u.endpoints, u.display, u.etcd);
             }
             if (type(st.conf_seen) === "table") seen = st.conf_seen;
             ngx.log(ngx.NOTICE, "dyups: loaded ", st.upstreams.length, " upstreams from ", o.state_file);
@@ -123,12 +127,18 @@ function tick(premature: boolean): void {
         pcall(saveIfChanged);
         pcall(dnsRelease);
         pcall(healthRelease);
+        pcall(clusterRelease);
         publishTick(true);
         return;
     }
     const [ok, err] = pcall(sync);
     if (!ok) ngx.log(ngx.ERR, "dyups: sync failed: ", err);
+    // other workers' passive failures and the prober's up/down changes reach this worker's cache here:
+    // within one sync_interval, with no shm read per request (its own reports apply at once)
+    healthSync();
     heartbeat();
+    const [cok, cerr] = pcall(clusterTick);
+    if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
@@ -141,8 +151,10 @@ export function startWorker(): void {
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid());
     const [ok, err] = pcall(catchUp);
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
+    healthSync();
     startCounting();
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
+    pcall(clusterTick); // cluster mode: the elected worker starts following etcd now, not a tick later
     ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion(), ", dyups ", VERSION);
 }

@@ -13,6 +13,7 @@ import { usage } from "./store/dict";
 import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
 import { healthReport } from "./health/status";
+import { clusterStatus } from "./cluster/status";
 import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
@@ -56,5 +57,6 @@ export function statusReport(): unknown {
         shm: { dict: u.name, capacity: u.capacity, free: u.free },
         dns: dnsStatus(),
         health: healthReport(),
+        cluster: clusterStatus(),
     };
 }

@@ -11,6 +11,8 @@ import { mkdtempSync, writeFileSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startNginx, freePorts, sleep, eventually, request, ROOT } from "./harness.mjs";
+import { startEtcd } from "./etcd.mjs";
+import { startNode } from "./cluster-lib.mjs";
 
 /** Parses the exposition text into samples { name, labels, value }. */
 export function parseMetrics(text) {
@@ -275,5 +277,38 @@ scrape_configs:
         assert.equal(r.status, 0, `promtool ${args.join(" ")}: ${r.stdout}${r.stderr}`);
       }
     } finally { rmSync(dir, { recursive: true, force: true }); }
+  });
+});
+
+describe("GET /metrics in cluster mode", () => {
+  let etcd, node;
+  before(async () => {
+    etcd = await startEtcd({ members: 1 });
+    node = await startNode({ etcd: etcd.endpoints, workers: 1 });
+  });
+  after(async () => {
+    if (node) { await node.stop(); node.remove(); }
+    if (etcd) await etcd.stop();
+  });
+
+  test("the watcher's state and revisions, and the counters of an upstream written through etcd", async () => {
+    const [b1] = node.backendPorts;
+    assert.equal((await node.post("/upstream/viaetcd", `server 127.0.0.1:${b1};`)).status, 200);
+    for (let i = 0; i < 5; i++) assert.equal((await node.proxy("viaetcd")).status, 200);
+    const s = await eventually(async () => {
+      const r = await node.get("/metrics");
+      const x = parseMetrics(r.body);
+      return value(x, "dyups_cluster_state", { state: "watching" }) === 1 && value(x, "dyups_upstream_requests_total", { upstream: "viaetcd" }) === 5 ? x : undefined;
+    }, 10000, 200);
+    assert.ok(s, "no watching state or no counts within 10 s");
+    const applied = value(s, "dyups_cluster_applied_revision");
+    assert.ok(applied > 0);
+    assert.ok(value(s, "dyups_cluster_etcd_revision") >= applied);
+    assert.equal(value(s, "dyups_cluster_lag_revisions"), value(s, "dyups_cluster_etcd_revision") - applied);
+    assert.equal(value(s, "dyups_cluster_rejected_upstreams"), 0);
+    assert.equal(value(s, "dyups_writes_total", { code: "200" }), 1);
+    const text = (await node.get("/metrics")).body;
+    const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+    assert.equal(r.status, 0, `promtool: ${r.stdout}${r.stderr}`);
   });
 });

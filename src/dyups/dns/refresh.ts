@@ -292,7 +292,7 @@ function reconcile(name: string): boolean {
     if (!changed) return true;
     const nrec: UpstreamRecord = {
         name: rec.name, body: rec.body, spec: rec.spec, endpoints, rev: rec.rev, created: rec.created, source: "dns",
-        display: rec.display,
+        display: rec.display, etcd: rec.etcd,
     };
     const [built] = tryBuild(nrec);
     if (built === undefined) return true; // a bug, logged at alert by tryBuild

@@ -2,7 +2,7 @@
 // The balancer's view of active health: per worker, the down flag of each checked peer (hc:d:<id>) as last
 // read, dropped together with the passive-health cache whenever the shared health generation moves (the
 // prober moves it at every up/down change). In the steady state a request reads nothing here from shm: the
-// generation check it already does (peer_state.healthSync) is the only read. HOT PATH: balancer phase;
+// generation check the timer does (store/peer_health.healthSync) is the only read. HOT PATH: balancer phase;
 // allocates nothing, builds no strings (keys are precomputed per peer by health/attach.ts).
 import type { Peers } from "../store/peer_health";
 import { readDownFlag } from "../store/health";

@@ -53,7 +53,7 @@ interface Tenure {
     queue: LuaTable<number, Target>;
     qHead: number;
     qTail: number;
-    sema: NgxSemaphore.Semaphore;
+    sema: semaphore.Semaphore;
     stop: boolean;
     applied: number;
     /** state ids to delete at the given time unless listed again */

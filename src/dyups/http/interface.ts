@@ -16,7 +16,7 @@
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
 import { UpstreamRecord } from "../model";
-import { get, list, remove, update } from "../pipeline";
+import { get, list, remove, revisionOf, update } from "../pipeline";
 import { endpointId } from "../registry/build";
 import { sync } from "../registry/sync";
 import { admit, Refusal } from "./auth";
@@ -84,7 +84,7 @@ function recordJson(rec: UpstreamRecord): unknown {
             health: rec.spec.check !== undefined ? recordHealth(rec, i) : undefined,
         };
     }
-    return { name: rec.display ?? rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
+    return { name: rec.display ?? rec.name, revision: revisionOf(rec), method: rec.spec.method, hash_key: rec.spec.hashKey,
         keepalive: rec.spec.keepalive, servers, body: rec.body };
 }
 
@@ -161,7 +161,7 @@ function handleGet(res: string[], n: number): void {
     if (what === "upstream" && n === 2) {
         const rec = get(res[1]);
         if (rec === undefined) return send(404, "");
-        ngx.header["ETag"] = `"${rec.rev}"`;
+        ngx.header["ETag"] = `"${revisionOf(rec)}"`;
         if (wantsJson()) return sendJson(recordJson(rec));
         const out: string[] = [];
         detailLines(rec, false, out);

@@ -188,12 +188,21 @@ function countRetry(ver: UpstreamVersion, prev: number, state: string | undefine
 
 /**
  * log_by_lua: the request ends. gi: the peer of its last try (0: none was available); t0: ngx.now() of
- * its first try (undefined when it never reached one). Counts the request and the client's status class
- * for the upstream, the last try's outcome for the peer, and the time since the first try.
+ * its first try. Counts the request and the client's status class for the upstream, the last try's outcome
+ * for the peer, and the time since the first try. known = false: a request whose log phase never ran (its
+ * per-request state is released later, as stale): only its last try is closed (nothing else is known).
  */
-function observe(ver: UpstreamVersion, gi: number, t0: number | undefined): void {
+function observe(ver: UpstreamVersion, gi: number, t0: number, known: boolean): void {
     if (!enabled) return;
     const vc = ver.mc ?? attach(ver);
+    if (!known) {
+        if (gi > 0) {
+            const sp = vc.peers[gi - 1];
+            sp.c.set(P_DONE, sp.c.get(P_DONE) + 1);
+            if (!sp.dirty) mark(sp);
+        }
+        return;
+    }
     const status = ngx.status;
     const k = classOf(status);
     const u = vc.up;
@@ -208,13 +217,11 @@ function observe(ver: UpstreamVersion, gi: number, t0: number | undefined): void
         if ((status === 502 || status === 504) && lastEntry(ngx.var.upstream_header_time) === "-") countFailure(p);
         else if (k > 0) c.set(P_CLASS + k, c.get(P_CLASS + k) + 1);
         if (!p.dirty) mark(p);
-        if (t0 !== undefined) {
-            const dt = now() - t0;
-            let b = 1;
-            while (b < BUCKETS && dt > BOUNDS[b - 1]) b = b + 1;
-            uc.set(U_BUCKET + b, uc.get(U_BUCKET + b) + 1);
-            uc.set(U_SUM, uc.get(U_SUM) + dt);
-        }
+        const dt = now() - t0;
+        let b = 1;
+        while (b < BUCKETS && dt > BOUNDS[b - 1]) b = b + 1;
+        uc.set(U_BUCKET + b, uc.get(U_BUCKET + b) + 1);
+        uc.set(U_SUM, uc.get(U_SUM) + dt);
     }
     if (!u.dirty) mark(u);
 }

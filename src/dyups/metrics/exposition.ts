@@ -18,6 +18,7 @@ import { currentVersion, upstreamCount } from "../store/command_log";
 import { usage } from "../store/dict";
 import { readHeartbeat } from "../store/workers";
 import { getOptions } from "../options";
+import { appliedRevision, etcdCount, seenRevision, watcherInfo } from "../store/cluster";
 import { VERSION } from "dyups.version";
 
 export const CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,7 +36,7 @@ const STEP = 8;
 const PRINT_PIECES = 30000;
 
 /** Results the write and DNS counters are listed with (always, zeros included). */
-export const WRITE_CODES = [200, 400, 404, 409, 412, 429, 500, 507];
+export const WRITE_CODES = [200, 400, 404, 409, 412, 413, 429, 500, 503, 507];
 export const DNS_RESULTS = ["ok", "nxdomain", "no_addresses", "timeout", "refused", "servfail", "error"];
 
 interface Family {
@@ -91,6 +92,14 @@ const F_WRITES = family("dyups_writes_total", "counter", "Writes through the int
 const F_DNS = family("dyups_dns_queries_total", "counter", "DNS queries sent by dyups, by result.");
 const F_SHM_CAP = family("dyups_shm_capacity_bytes", "gauge", "Capacity of the shared dicts (configuration, metrics).");
 const F_SHM_FREE = family("dyups_shm_free_bytes", "gauge", "Free bytes of the shared dicts (free pages only).");
+const F_CL_STATE = family("dyups_cluster_state", "gauge", "Cluster mode: 1 for the etcd watcher's current state (starting, reading, watching, retrying, ...).");
+const F_CL_REV = family("dyups_cluster_applied_revision", "gauge", "Cluster mode: the etcd revision up to which this node applied every change.");
+const F_CL_ETCD = family("dyups_cluster_etcd_revision", "gauge", "Cluster mode: the highest etcd revision this node has seen.");
+const F_CL_LAG = family("dyups_cluster_lag_revisions", "gauge", "Cluster mode: etcd revision seen - revision applied (0: caught up).");
+const F_CL_COUNT = family("dyups_cluster_etcd_upstreams", "gauge", "Cluster mode: upstream keys etcd held at the watcher's last check.");
+const F_CL_EVENTS = family("dyups_cluster_events_total", "counter", "Cluster mode: watch events the current watcher applied.");
+const F_CL_READS = family("dyups_cluster_full_reads_total", "counter", "Cluster mode: full reads of the prefix by the current watcher.");
+const F_CL_REJECTED = family("dyups_cluster_rejected_upstreams", "gauge", "Cluster mode: upstreams etcd holds that this node cannot apply.");
 const F_DROPPED = family("dyups_metrics_dropped_total", "counter", "Counter updates dropped because the metrics dict was full.");
 // upstreams
 const F_U_REQ = family("dyups_upstream_requests_total", "counter", "Client requests routed to the upstream, counted when they end.");
@@ -173,6 +182,7 @@ function nodeFamilies(s: Scrape, now: number): void {
     const open = `{dict="${labelValue(u.name)}"`;
     sample(s, F_SHM_CAP, open, CLOSE, u.capacity);
     sample(s, F_SHM_FREE, open, CLOSE, u.free);
+    if (getOptions().cluster !== undefined) clusterFamilies(s);
     const [cap, free] = metricsDictUsage();
     if (cap !== undefined) {
         const mopen = `{dict="${labelValue(getOptions().metrics_dict)}"`;
@@ -180,6 +190,26 @@ function nodeFamilies(s: Scrape, now: number): void {
         sample(s, F_SHM_FREE, mopen, CLOSE, free as number);
         sample(s, F_DROPPED, "", BARE, droppedCount());
     }
+}
+
+/** Cluster mode (cluster/): where this node stands against etcd, as the `cluster` part of /status says. */
+function clusterFamilies(s: Scrape): void {
+    const info = watcherInfo();
+    const applied = appliedRevision();
+    const seen = seenRevision();
+    sample(s, F_CL_STATE, `{state="${labelValue(info !== undefined ? info.state : "starting")}"`, CLOSE, 1);
+    sample(s, F_CL_REV, "", BARE, applied);
+    sample(s, F_CL_ETCD, "", BARE, seen);
+    sample(s, F_CL_LAG, "", BARE, math.max(0, seen - applied));
+    const n = etcdCount();
+    if (n !== undefined) sample(s, F_CL_COUNT, "", BARE, n);
+    sample(s, F_CL_EVENTS, "", BARE, info !== undefined ? info.events : 0);
+    sample(s, F_CL_READS, "", BARE, info !== undefined ? info.full_reads : 0);
+    let rejected = 0;
+    if (info !== undefined && info.rejected !== undefined && type(info.rejected) === "table") {
+        for (const [,] of pairs(info.rejected)) rejected = rejected + 1;
+    }
+    sample(s, F_CL_REJECTED, "", BARE, rejected);
 }
 
 function upstreamFamilies(s: Scrape, d: NgxSharedDict | undefined, traffic: boolean, name: string, now: number): void {

@@ -27,6 +27,12 @@ import { acquire, release } from "./lease";
  */
 export type Committed = LuaMultiReturn<[number, undefined, undefined, number] | [undefined, string, number, undefined]>;
 
+/**
+ * A check run under the write lease with the current raw record (undefined: absent): returns [reason, status]
+ * to refuse the write, or nothing. Cluster mode uses it (store/cluster.ts).
+ */
+export type CommitGuard = (this: void, oldRaw: string | undefined) => LuaMultiReturn<[string, number] | [undefined, undefined]>;
+
 /** Waits for the write lease: true, or "busy" (trylock, or lock_timeout passed). */
 function lock(): boolean {
     const o = getOptions();
@@ -161,15 +167,16 @@ function recount(d: NgxSharedDict): void {
 /**
  * Commits the new state of one upstream: `rec` (set or replace) or undefined (delete). `expectRev`
  * (optional) makes the write conditional on the upstream's current revision (0 = must not exist).
+ * `guard` (optional) runs under the lease first (cluster mode).
  * Returns the new version, or [undefined, reason, status]: 404 (delete of an unknown upstream),
  * 409 (lock busy: reason "wait and try again\n"), 412 (revision mismatch), 429 (max_upstreams reached),
  * 507 (dict full), 500.
  */
-export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): Committed {
+export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number, guard?: CommitGuard): Committed {
     if (!lock()) return $multi(undefined, "wait and try again\n", 409, undefined);
     const d = dict();
     recover(d);
-    const [result, reason, status, before] = commitLocked(d, name, rec, expectRev);
+    const [result, reason, status, before] = commitLocked(d, name, rec, expectRev, guard);
     release(WRITE_LEASE);
     return $multi(result, reason, status, before) as Committed;
 }
@@ -183,10 +190,15 @@ function storedRevision(raw: string): number {
     return digits !== undefined ? (tonumber(digits) as number) : 0;
 }
 
-function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): Committed {
+function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev: number | undefined,
+    guard: CommitGuard | undefined): Committed {
     const ukey = UPSTREAM_PREFIX + name;
     const [oldRaw, oldFlags] = d.get(ukey);
     const exists = oldRaw !== undefined;
+    if (guard !== undefined) {
+        const [greason, gstatus] = guard(oldRaw as string | undefined);
+        if (greason !== undefined) return $multi(undefined, greason, gstatus as number, undefined);
+    }
     const rev = exists ? storedRevision(oldRaw as string) : 0;
     if (expectRev !== undefined && rev !== expectRev) {
         return $multi(undefined, `revision mismatch: upstream is at revision ${rev}`, 412, undefined);

@@ -22,6 +22,9 @@
 //                          respawned worker reuses its id).
 // State file (store/state_file.ts)
 //   sf:saved     number   the version last written to the state file.
+//   sf:next      number   earliest time (ngx.now()) of the next save: 4x the last save's duration after it, so
+//                          that a large state changing fast (a node loading 10 000 upstreams) is not rewritten
+//                          after every tick; pushed on by a bulk load in progress (deferSave). TTL 60 s.
 // Passive peer health (store/peer_health.ts), per server entry <e> = "<upstream>/<address>#<n>" (the n-th
 // peer of that upstream with that address: "u/10.0.0.1:80#1"), never shared by two upstreams or two entries:
 //   f:<e>        number   nginx's `fails` of the entry. TTL 3600 s + fail_timeout, renewed by each failure.
@@ -60,6 +63,20 @@
 //   hc:p         string   JSON of the prober's figures (pid, targets, probes/s, lag percentiles, in flight),
 //                          rewritten by the prober about once a second; TTL 10 s.
 //   (the prober holds the lease `health`: one worker probes for the node)
+// Cluster mode (store/cluster.ts)
+//   cl:t:<name>  number   the etcd revision at which upstream <name> was deleted here, so that an older event of
+//                          that name (a late watch event, a writer's own write that lost the race) never brings
+//                          it back. Written under the write lease (the commit guard); TTL CLUSTER_TOMB_TTL.
+//   cl:applied   number   the etcd revision up to which this node applied every change of the prefix (the
+//                          watcher's position). Written by the watcher only; no TTL.
+//   cl:etcd      number   the highest etcd revision any worker of this node has seen (answers' headers). Only
+//                          grows while nginx runs; no TTL.
+//   cl:count     number   how many upstream keys etcd held at the watcher's last check.
+//   cl:id        string   the etcd cluster id of the last full read (another id: etcd was replaced).
+//   cl:info      string   JSON of the watcher's state for /status (state, endpoint, since, last event, counters,
+//                          last error). Written by the watcher only.
+//   cl:werr      string   JSON { error, at } of the last failed write to etcd (any worker).
+//   (the watcher holds the lease `cluster`: one worker per node follows etcd)
 //
 // Metrics (store/metrics.ts), in their own dict (option metrics_dict, default "dyups_metrics"), so that
 // counters can never take the configuration's space. Every counter is a number that workers add their
@@ -84,6 +101,7 @@ export const CONF_SEEN = "confseen";
 export const LEASE_PREFIX = "lease:";
 export const WORKER_PREFIX = "w:";
 export const STATE_SAVED = "sf:saved";
+export const STATE_NEXT = "sf:next";
 export const FAILS_PREFIX = "f:";
 export const ACCESSED_PREFIX = "fa:";
 export const CHECKED_PREFIX = "fc:";
@@ -103,6 +121,15 @@ export const HEALTH_STATE_PREFIX = "hc:s:";
 export const HEALTH_DOWN_PREFIX = "hc:d:";
 export const HEALTH_CONF_GEN = "hc:gen";
 export const HEALTH_PROBER = "hc:p";
+export const CLUSTER_TOMB_PREFIX = "cl:t:";
+export const CLUSTER_APPLIED = "cl:applied";
+export const CLUSTER_ETCD_REV = "cl:etcd";
+export const CLUSTER_COUNT = "cl:count";
+export const CLUSTER_ID = "cl:id";
+export const CLUSTER_INFO = "cl:info";
+export const CLUSTER_WRITE_ERROR = "cl:werr";
+/** seconds a cluster tombstone (cl:t:<name>) is kept */
+export const CLUSTER_TOMB_TTL = 3600;
 
 export const METRIC_PREFIX = "m:";
 export const METRIC_WRITES_PREFIX = "mw:";

@@ -21,9 +21,10 @@
 // workers may both pick a failed server when its fail_timeout ends (one probe request per worker at most).
 //
 // Per-worker cache: each entry's fails and checked are read once and dropped whenever the health generation
-// (hg, bumped after every failure and every `checked` update) moves. A request reads that one key
-// (healthSync): in the steady state (no failures) passive health costs one shm get per request, whatever the
-// number of peers.
+// (hg, bumped after every failure and every `checked` update) moves. The timer reads that one key every
+// sync_interval (healthSync), and a worker's own reports drop its cache at once: requests read no shm key for
+// passive health in the steady state. Another worker's failures reach this one within a sync_interval (nginx
+// without a `zone` never shares them; with one, at once).
 // Lifetime: f:/fa:/fc: expire RETAIN seconds after the entry's last failure or check (state kept across
 // updates, not forever); the write pipeline deletes them at once for entries an update or delete removes
 // (forgetEntries). k: is deleted when its count falls to 0.

@@ -11,7 +11,7 @@ import { getOptions } from "../options";
 import { currentVersion, namesInOrder, readRecord } from "./command_log";
 import { confSeen } from "./boot";
 import { dict } from "./dict";
-import { STATE_FILE_LEASE, STATE_SAVED } from "./keys";
+import { STATE_FILE_LEASE, STATE_NEXT, STATE_SAVED } from "./keys";
 import { acquire, release } from "./lease";
 
 export const FORMAT = "dyups-state/1";
@@ -24,6 +24,8 @@ export interface SavedUpstream {
     endpoints: UpstreamRecord["endpoints"];
     /** the spelling it is listed by, when not `name` */
     display?: string;
+    /** cluster mode: the etcd revision of this state */
+    etcd?: number;
 }
 
 export interface StateFile {
@@ -59,8 +61,14 @@ export function saveIfChanged(force?: boolean): Result<boolean> {
     const v = currentVersion();
     const [saved] = d.get(STATE_SAVED);
     if (force !== true && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
+    // paced: the next save comes at least 4 times the last one's duration later (a big state takes long)
+    if (force !== true && ngx.now() < ((d.get(STATE_NEXT)[0] as number | undefined) ?? 0)) return $multi(false, undefined);
     if (!acquire(STATE_FILE_LEASE, 10)) return $multi(false, undefined);
+    ngx.update_time();
+    const started = ngx.now();
     const [ok, err] = pcall(write, path, v);
+    ngx.update_time();
+    d.safe_set(STATE_NEXT, ngx.now() + 4 * (ngx.now() - started), 60);
     release(STATE_FILE_LEASE);
     if (!ok || err !== undefined) return failed(path, tostring(err));
     if (lastError !== undefined) ngx.log(ngx.NOTICE, "dyups: state saved to ", path, " again");
@@ -74,7 +82,7 @@ function write(path: string, v: number): string | undefined {
     for (const [, name] of ipairs(namesInOrder())) {
         const rec = readRecord(name);
         if (rec !== undefined) {
-            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints, display: rec.display };
+            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints, display: rec.display, etcd: rec.etcd };
         }
     }
     const state = { format: FORMAT, version: v, saved_at: ngx.now(), upstreams: ups, conf_seen: confSeen() };
@@ -96,6 +104,16 @@ function write(path: string, v: number): string | undefined {
         return `cannot rename ${tmp} to ${path}: ${rerr}`;
     }
     return undefined;
+}
+
+/**
+ * Puts the next save off by `seconds` (never sooner than already planned): a bulk load in progress (the
+ * cluster watcher's full read) whose intermediate states are not worth an O(upstreams) save each.
+ */
+export function deferSave(seconds: number): void {
+    const d = dict();
+    const until = ngx.now() + seconds;
+    if (((d.get(STATE_NEXT)[0] as number | undefined) ?? 0) < until) d.safe_set(STATE_NEXT, until, 60);
 }
 
 /**
