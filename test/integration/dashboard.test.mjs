@@ -138,7 +138,10 @@ describe("GET /dashboard with tokens", () => {
   const READ = "read-token-0123456789abcdef";
   let tng;
   before(async () => {
-    tng = await startNginx({ workers: 1, init: { admin_tokens: [{ token: READ, role: "read", name: "viewer" }, { token: "write-token-0123456789abcdef", role: "write", name: "ops" }] } });
+    tng = await startNginx({
+      workers: 1, init: { admin_tokens: [{ token: READ, role: "read", name: "viewer" }, { token: "write-token-0123456789abcdef", role: "write", name: "ops" }] },
+      serverExtra: `location /dyups/ { content_by_lua_block { require("dyups").interface({ prefix = "/dyups/" }) } }`,
+    });
   });
   after(async () => { await tng?.stop(); });
 
@@ -161,5 +164,14 @@ describe("GET /dashboard with tokens", () => {
     assert.equal((await request(tng.apiPort, "POST", "/upstream/x", { headers: { authorization: basic }, body: "server 127.0.0.1:1;" })).status, 403);
     const wrong = `Basic ${Buffer.from("viewer:nope").toString("base64")}`;
     assert.equal((await request(tng.apiPort, "GET", "/stats", { headers: { authorization: wrong } })).status, 401);
+  });
+
+  test("under a prefix location the page reads the stats next to it (/dyups/dashboard -> /dyups/stats)", async () => {
+    const { page, requests, errors, close } = await openPage(chromium.browser, `http://127.0.0.1:${tng.apiPort}/dyups/dashboard`, { username: "viewer", password: READ });
+    try {
+      await page.waitForFunction(() => document.getElementById("conn").className === "ok", { timeout: 5000 });
+      assert.ok(requests.some((u) => u.startsWith(`http://127.0.0.1:${tng.apiPort}/dyups/stats?`)));
+      assert.deepEqual(errors, []);
+    } finally { await close(); }
   });
 });
