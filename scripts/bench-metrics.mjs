@@ -106,6 +106,7 @@ async function main() {
   }
   server {
     listen 127.0.0.1:${offPort} reuseport;
+    add_header X-Worker $pid always; # as the harness's proxy server: the two paths differ only by the counting
     location / {
       set $dyups_upstream $host;
       proxy_pass http://dyups_nometrics;
@@ -114,7 +115,19 @@ async function main() {
     }
   }
 ${h.backendServers([B1, B2])}`;
-    const ng = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, httpExtra,
+    // the counting hooks alone, in a loop in one worker (what a request adds, JIT-compiled)
+    const hooks = `location = /bench-hooks { content_by_lua_block {
+      local c, reg = require("dyups.metrics.counters"), require("dyups.registry.sync")
+      local ver = reg.lookup("bench")
+      local N, now = 2000000, ngx.now
+      for i = 1, 20000 do c.countTry(ver, i % 2 + 1, false); c.observe(ver, i % 2 + 1, now(), true) end
+      ngx.update_time()
+      local t0 = now()
+      for i = 1, N do local gi = i % 2 + 1; c.countTry(ver, gi, false); c.observe(ver, gi, t0, true) end
+      ngx.update_time()
+      ngx.print((now() - t0) / N * 1e9)
+    } }`;
+    const ng = await h.startNginx({ workers: 2, backends: 0, logLevel: "warn", includeConf: false, httpExtra, serverExtra: hooks,
       proxyExtra: `${keep} log_by_lua_block { require("dyups").log() }` });
     running.nginx.add(ng);
     try {
@@ -157,7 +170,9 @@ ${h.backendServers([B1, B2])}`;
       const sent = res.on.reduce((a, x) => a + x.requests, 0);
       console.log(`  requests the metrics counted during the rounds: ${counted}; wrk completed ${sent} on the counted path (it counts only those that finished in time)`);
       console.log(`  median: on ${f1(med(res.on, "rps"))} req/s ${f2(med(res.on, "cpuUs"))} us CPU | off ${f1(med(res.off, "rps"))} req/s ${f2(med(res.off, "cpuUs"))} us CPU`);
-      summary.push(`metrics.a  on ${f1(med(res.on, "rps"))} req/s ${f2(med(res.on, "cpuUs"))} us CPU | off ${f1(med(res.off, "rps"))} req/s ${f2(med(res.off, "cpuUs"))} us CPU | ratio ${f3(ratio)} (per-round ${f3(perRound)}, CPU off/on ${f3(cpu)}); target >= 0.98`);
+      const hookNs = Number((await ng.get("/bench-hooks")).body);
+      console.log(`  the counting hooks alone (countTry + observe, 2 000 000 times in one worker): ${f1(hookNs)} ns per request`);
+      summary.push(`metrics.a  on ${f1(med(res.on, "rps"))} req/s ${f2(med(res.on, "cpuUs"))} us CPU | off ${f1(med(res.off, "rps"))} req/s ${f2(med(res.off, "cpuUs"))} us CPU | ratio ${f3(ratio)} (per-round ${f3(perRound)}, CPU off/on ${f3(cpu)}); target >= 0.98; hooks alone ${f1(hookNs)} ns/request`);
     } finally {
       await ng.stop();
       running.nginx.delete(ng);
