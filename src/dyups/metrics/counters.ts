@@ -4,7 +4,7 @@
 // (metrics/publish.ts), the approach of nginx-lua-prometheus. Owns the slots below; touches no shm.
 //
 // Phases: countTry and countRetry run in balancer_by_lua, observe in log_by_lua (phases/balancer.ts calls
-// each once per try / per request). HOT PATH: in the steady state they allocate nothing, build no strings
+// each once per try / per request; observe also when a stale request slot is released, with known = false). HOT PATH: in the steady state they allocate nothing, build no strings
 // and call no lualib helper (spec/phases/hot_path_spec.lua checks the compiled Lua): a few table reads and
 // additions, a bucket search over 12 bounds, and ngx.now() and ngx.status (FFI). Only a failed try reads
 // nginx variables ($upstream_header_time, $upstream_connect_time), to tell a connect failure from a read
