@@ -35,6 +35,8 @@ export interface Slot {
     fstatus: number;
     /** the request's start time: tells a stale slot from this request's own */
     t0: number;
+    /** ngx.now() of the request's first try (metrics/counters.ts: response time) */
+    tt: number;
 }
 
 const get_request = base.get_request;
@@ -160,7 +162,7 @@ function openSlot(key: number, ver: UpstreamVersion, t0: number): Slot {
         pool.delete(pooled);
         pooled = pooled - 1;
     } else {
-        s = { ver: undefined, gi: 0, conn: false, tried: undefined, spare: undefined, fstatus: 0, t0: 0 };
+        s = { ver: undefined, gi: 0, conn: false, tried: undefined, spare: undefined, fstatus: 0, t0: 0, tt: 0 };
     }
     s.ver = ver;
     s.t0 = t0;
