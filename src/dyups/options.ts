@@ -45,6 +45,8 @@ export type Options = {
     auth_fail_window: number;
     /** active health checks: probes in flight at once (the prober's light threads) */
     check_concurrency: number;
+    /** the write history: how many accepted writes are kept (0: none) */
+    history_size: number;
 };
 
 export const DEFAULTS: Options = {
@@ -62,6 +64,7 @@ export const DEFAULTS: Options = {
     auth_fail_limit: 10,
     auth_fail_window: 60,
     check_concurrency: 100,
+    history_size: 1000,
 };
 
 type Kind = "string" | "number" | "boolean" | "list" | "table";
@@ -87,6 +90,7 @@ KINDS.set("allowed_targets", "list");
 KINDS.set("auth_fail_limit", "number");
 KINDS.set("auth_fail_window", "number");
 KINDS.set("check_concurrency", "number");
+KINDS.set("history_size", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -122,6 +126,9 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);
     if (!(o.check_concurrency >= 1 && o.check_concurrency <= 10000) || math.floor(o.check_concurrency) !== o.check_concurrency) {
         return $multi(undefined, `option "check_concurrency" must be an integer in [1, 10000]`);
+    }
+    if (!(o.history_size >= 0 && o.history_size <= 100000) || math.floor(o.history_size) !== o.history_size) {
+        return $multi(undefined, `option "history_size" must be an integer in [0, 100000]`);
     }
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {

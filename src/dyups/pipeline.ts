@@ -54,7 +54,7 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     if (fits === undefined) return $multi(undefined, `${ADD_FAILED}: ${ferr}`, 507);
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
-    auditWrite("update", lname, before, v, source ?? LUA_SOURCE);
+    auditWrite("update", lname, before, v, source ?? LUA_SOURCE, rec);
     catchUp();
     return $multi(v, undefined, undefined);
 }

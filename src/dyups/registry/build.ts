@@ -90,7 +90,7 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
                     failTimeout: s.failTimeout,
                     maxConns: s.maxConns,
                     backup: s.backup,
-                    down: s.down,
+                    down: s.down || s.drain === true, // drain: no new requests (those in flight keep their version)
                 };
             }
         }
@@ -100,8 +100,9 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         hashConsistent: spec.hashConsistent === true,
         randomTwo: spec.randomTwo === true,
     });
-    const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
-    const peers = attachPeerKeys(set, countConns);
+    // connections are counted for every upstream: least_conn and random two pick by them, and the JSON API shows
+    // them so that an operator sees a drained server empty (the requests in flight when it was drained count)
+    const peers = attachPeerKeys(set, true);
     attachChecks(peers, spec);
     const ver: UpstreamVersion = {
         name: rec.name, rev: rec.rev, method: spec.method, peers, keyParts: 0, refs: 0, retired: false,

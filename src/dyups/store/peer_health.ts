@@ -164,4 +164,10 @@ function connClose(set: Peers, gi: number): void {
     if (n !== undefined && n <= 0) sd.delete(key);
 }
 
-export { peerState, healthSync, reportFailure, reportSuccess, connOpen, connClose };
+/** Active requests to peer `id` across workers (k:<id>): what the JSON API shows a drained server's operator. */
+function activeConnections(id: string): number {
+    const [c] = (shared ?? d()).get(CONNS_PREFIX + id);
+    return (c as number | undefined) ?? 0;
+}
+
+export { peerState, healthSync, reportFailure, reportSuccess, connOpen, connClose, activeConnections };
