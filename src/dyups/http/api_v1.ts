@@ -11,7 +11,8 @@
 // nothing. Errors are JSON: {"status": N, "reason": "..."}. Reads need the read role, writes the write role:
 // the access gate (http/auth.ts) has decided that before this module runs.
 // Path segments of /v1 are taken from the raw request URI and unescaped one by one, so a server id may hold
-// slashes (unix:/run/app.sock is unix%3A%2Frun%2Fapp.sock).
+// slashes (unix:/run/app.sock is unix%3A%2Frun%2Fapp.sock); "." and ".." segments resolve as nginx resolves
+// them (an upstream named ".." cannot be named in a path, as with the plain protocol).
 // Phase: content. Cost: a read is O(servers) (O(upstreams x servers) for the list); a write is a POST's.
 import type { WriteSource } from "../audit";
 import type { UpstreamRecord } from "../model";
@@ -28,7 +29,7 @@ import { getOptions } from "../options";
 import { parseServerDoc, parseUpstreamDoc, patchServer, serverDoc, upstreamDoc } from "../ops/document";
 import { editUpstream, rollback, writeBody, WriteOptions, Written } from "../ops/edit";
 import type { Refusal } from "./auth";
-import { decodeJson, encodeJson, jsonArray } from "../ops/json";
+import { decodeJson, encodeJson, isJsonArray, jsonArray } from "../ops/json";
 import { renderBody } from "../parse/render";
 import { OPENAPI } from "dyups.openapi";
 
@@ -76,8 +77,14 @@ export function v1Segments(prefix: string): string[] {
     const out: string[] = [];
     let seenV1 = false;
     for (const [seg] of string.gmatch(raw, "[^/]+")) {
-        if (seenV1) out[out.length] = ngx.unescape_uri(seg);
-        else if (lower(ngx.unescape_uri(seg)) === "v1") seenV1 = true;
+        const part = ngx.unescape_uri(seg);
+        // dot segments as nginx resolves them in $uri: "." stays, ".." goes up one
+        if (part === "..") {
+            if (out.length > 0) table.remove(out);
+        } else if (part !== ".") {
+            if (seenV1) out[out.length] = part;
+            else if (lower(part) === "v1") seenV1 = true;
+        }
     }
     return out;
 }
@@ -377,7 +384,7 @@ function rollbackRoute(method: string, name: string, who: WriteSource, readBody:
         const [doc, derr] = jsonBody(readBody);
         if (derr !== undefined) return sendError(400, `${derr} ({"revision": REV}, or ?revision=REV)`);
         const t = doc as LuaTable<AnyNotNil, unknown>;
-        if (type(doc) !== "table") return sendError(400, `the body must be {"revision": REV}`);
+        if (type(doc) !== "table" || isJsonArray(doc)) return sendError(400, `the body must be {"revision": REV}`);
         for (const [k] of pairs(t)) {
             if (k !== "revision") return sendError(400, `unknown field "${string.sub(tostring(k), 1, 64)}": the body is {"revision": REV}`);
         }

@@ -7,7 +7,7 @@
 // JSON value field by field (types, ranges, unknown fields) and give a draft spec (parse/render.ts's
 // RenderSpec). The draft is only a first filter with clear messages: every write renders it to a body and
 // sends that through the same parser and validation as a POST (ops/edit.ts), which stays the one authority.
-// Fields that GET adds and that a client cannot set (name, revision, body; a server's resolved, active,
+// An empty array and an empty object are told apart (the decoder marks arrays). Fields that GET adds and that a client cannot set (name, revision, body; a server's resolved, active,
 // health) are accepted and ignored, so a GET document can be edited and PUT back.
 // Error contract: [value] or [undefined, reason]; a reason names the field and where it is
 // ("\"weight\" must be an integer in [1, 2147483647] in server 2"). Never raises for any decoded value.
@@ -15,7 +15,7 @@ import type { CheckSpec, Method, UpstreamRecord, UpstreamSpec } from "../model";
 import type { Result } from "../errors";
 import { MAX_SERVERS } from "../parse/upstream";
 import type { RenderServer, RenderSpec } from "../parse/render";
-import { JSON_NULL, jsonArray } from "./json";
+import { isJsonArray, JSON_NULL, jsonArray } from "./json";
 
 const MAX_INT = 2147483647;
 const floor = math.floor;
@@ -99,22 +99,14 @@ function isTable(v: unknown): v is Obj {
     return type(v) === "table";
 }
 
-/** A JSON object: a table whose keys are all strings (an empty table counts: {} and [] decode alike). */
+/** A JSON object (as decoded by ops/json.ts: a table not marked as an array). */
 function isObject(v: unknown): v is Obj {
-    if (!isTable(v)) return false;
-    for (const [k] of pairs(v)) if (type(k) !== "string") return false;
-    return true;
+    return isTable(v) && !isJsonArray(v);
 }
 
-/** A JSON array: keys 1..n (an empty table counts). */
+/** A JSON array (marked by the decoder). */
 function isArray(v: unknown): v is Obj {
-    if (!isTable(v)) return false;
-    let n = 0;
-    for (const [k] of pairs(v)) {
-        if (type(k) !== "number") return false;
-        n = n + 1;
-    }
-    return n === v.length();
+    return isTable(v) && isJsonArray(v);
 }
 
 function describe(v: unknown): string {
@@ -255,6 +247,7 @@ export function parseServerDoc(v: unknown, where: string): Result<RenderServer> 
 /** A PATCH of server `cur`: a copy with the document's fields applied. */
 export function patchServer(cur: RenderServer, v: unknown): Result<RenderServer> {
     if (!isObject(v)) return $multi(undefined, `a server change must be a JSON object, got ${describe(v)}`);
+    if (next(v)[0] === undefined) return $multi(undefined, "nothing to change: give weight, max_fails, fail_timeout, max_conns, backup, down, drain, resolve or service");
     const s = copyServer(cur);
     const err = serverFields(v, s, "", cur.addr);
     if (err !== undefined) return $multi(undefined, err);
