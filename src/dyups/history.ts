@@ -20,7 +20,7 @@ import type { WriteSource } from "./audit";
 import type { UpstreamRecord } from "./model";
 import { getOptions } from "./options";
 import { readRecord } from "./store/command_log";
-import { append, budget, countCut, countLost, readEntry, window } from "./store/history";
+import { append, budget, countCut, countLost, historyStats, readEntry, window } from "./store/history";
 
 /** One accepted write, as GET /history shows it (snake_case: it is also the stored JSON). */
 export interface HistoryEntry {
@@ -148,4 +148,10 @@ export function bodyAt(name: string, rev: number): LuaMultiReturn<[string, undef
         }
     }
     return $multi(undefined, `no revision ${rev} of upstream "${name}" in the history (it keeps the last ${getOptions().history_size} writes since the last restart)`, 404);
+}
+
+/** GET /status `history`: the option, entries and bytes kept, the budget, writes not recorded (lost), bodies cut. */
+export function historyStatus(): unknown {
+    const st = historyStats();
+    return { size: getOptions().history_size, kept: st.kept, bytes: st.bytes, budget: st.budget, lost: st.lost, cut: st.cut };
 }

@@ -7,12 +7,14 @@
 //   this_worker    the answering worker's registry: upstreams, retired versions, refs held
 //   shm            capacity and free bytes of the dict
 //   dns            the resolver's state (dns/status.ts)
+//   history        the write history: entries and bytes kept, writes it could not record (history.ts)
 import { revisionHash, stats } from "./registry/sync";
 import { allNames, currentVersion, readRecord, upstreamCount } from "./store/command_log";
 import { usage } from "./store/dict";
 import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
 import { healthReport } from "./health/status";
+import { historyStatus } from "./history";
 import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
@@ -56,5 +58,6 @@ export function statusReport(): unknown {
         shm: { dict: u.name, capacity: u.capacity, free: u.free },
         dns: dnsStatus(),
         health: healthReport(),
+        history: historyStatus(),
     };
 }
