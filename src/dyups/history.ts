@@ -153,5 +153,5 @@ export function bodyAt(name: string, rev: number): LuaMultiReturn<[string, undef
 /** GET /status `history`: the option, entries and bytes kept, the budget, writes not recorded (lost), bodies cut. */
 export function historyStatus(): unknown {
     const st = historyStats();
-    return { size: getOptions().history_size, kept: st.kept, bytes: st.bytes, budget: st.budget, lost: st.lost, cut: st.cut };
+    return { history_size: getOptions().history_size, kept: st.kept, bytes: st.bytes, budget: st.budget, lost: st.lost, cut: st.cut };
 }

@@ -193,7 +193,7 @@ export function handle(opts?: unknown): void {
     });
     const [res, n] = resource(vars.uri ?? "/", prefix);
     const first = n > 0 ? string.lower(res[0]) : "";
-    if (who === undefined) return first === "v1" ? refuseJson(refusal as Refusal) : refuse(refusal as Refusal);
+    if (who === undefined) return first === "v1" || first === "history" ? refuseJson(refusal as Refusal) : refuse(refusal as Refusal);
     if (first === "v1") return handleV1(method, v1Segments(prefix), who, readBody); // the JSON API (http/api_v1.ts)
     if (first === "history" && n <= 2) return handleHistory(method, res, n);
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;

@@ -27,7 +27,8 @@
 //   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
 //   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
 //                          workers cache both and re-read them only when it moves (one get per request).
-//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns);
+//   k:<peer>     number   active requests to the peer across workers, for every upstream (least_conn, random two
+//                          and max_conns pick by it; the JSON API shows it, e.g. to see a drained server empty);
 //                          deleted when it falls to 0.
 // DNS (store/dns.ts)
 //   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next

@@ -1,6 +1,6 @@
 /** @noSelfInFile */
 // Cross-worker peer state in the dict, keyed by peer address (so it survives upstream changes): passive
-// health (nginx's max_fails / fail_timeout) and active request counts (least_conn, max_conns), with the
+// health (nginx's max_fails / fail_timeout) and active request counts (least_conn, max_conns, drain), with the
 // per-worker cache that keeps them to one shm read per request. Keys: f:<peer>, d:<peer>, hg, k:<peer>
 // (store/keys.ts). Phases: balancer and log (shm get/incr/set only: no locks, no yields), and any phase
 // that builds a version (peerKeys).
@@ -29,7 +29,7 @@ export interface Peers extends PeerSet {
     kkeys: string[];
     /** any peer with max_fails > 0 (passive health accounting on) */
     anyMaxFails: boolean;
-    /** count active requests per peer (least_conn, random two, max_conns) */
+    /** count active requests per peer (least_conn, random two, max_conns; registry/build.ts: every upstream) */
     trackConns: boolean;
     /** active health checks (health/attach.ts): hc:d key per gi ("" for servers marked down), else undefined */
     hcKeys?: string[];
