@@ -64,7 +64,7 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
     if (display !== undefined && display !== name && type(display) === "string" && string.lower(display) === name) rec.display = display;
     const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
-    if (source === "conf") auditWrite("update", name, before, v, CONF_SOURCE, rec);
+    if (source === "conf" && saved === undefined) auditWrite("update", name, before, v, CONF_SOURCE, rec);
     else pcall(recordWrite, "update", name, before, v, STATE_SOURCE, rec); // restored: in the history, not audited
 }
 

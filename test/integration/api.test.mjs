@@ -1,6 +1,7 @@
 // Operating day to day (issue 17), over HTTP against a real nginx (2 workers, tokens "ci" write and "grafana"
 // read): the write history from every source, rollback (plain and JSON; of a replaced and of a deleted
-// upstream; a body that no longer validates), each JSON API operation, drain with requests in flight, dry
+// upstream; a body that no longer validates), each JSON API operation, drain with requests in flight (and across a
+// restart: the state file keeps it, the history starts with what was restored), dry
 // runs, If-Match conflicts, the OpenAPI document (every path answers as documented) and the agreement of the
 // plain-text protocol and the JSON API after every change. The fuzz suite is api_fuzz.test.mjs.
 import { test, before, after, describe } from "node:test";
@@ -559,6 +560,39 @@ describe("the OpenAPI document", () => {
     }
     for (const [tpl, item] of Object.entries(doc.paths)) {
       for (const m of Object.keys(item)) if (m !== "parameters") assert.ok(exercised.has(`${m} ${tpl}`), `${m} ${tpl} was called`);
+    }
+  });
+});
+
+describe("across a restart (state file)", () => {
+  test("a drained server stays drained; the history starts with what was restored, which can be rolled back to", async () => {
+    const init = { admin_tokens: [{ token: W, role: "write", name: "ci" }] };
+    const prefix = mkdtempSync(path.join(tmpdir(), "dyups-it-"));
+    const stateFile = path.join(prefix, "state", "state.json");
+    const [c] = await freePorts(1); // a backend of ours: the same port in both runs
+    const o = { workers: 2, backends: 0, prefix, init: { ...init, state_file: stateFile }, httpExtra: `server { listen 127.0.0.1:${c}; location / { return 200 "${c}"; } }` };
+    let x = await startNginx(o);
+    const ax = (m, p, json) => request(x.apiPort, m, p, { headers: AUTH, body: json === undefined ? undefined : JSON.stringify(json) });
+    try {
+      assert.equal((await ax("PUT", "/v1/upstreams/keep", { servers: [{ server: `127.0.0.1:${c}` }, { server: "127.0.0.1:1", drain: true }] })).status, 201);
+      assert.ok(await eventually(() => existsSync(stateFile) && readFileSync(stateFile, "utf8").includes("drain"), 5000));
+      await x.stop();
+      x = await startNginx(o);
+      const doc = JSON.parse((await ax("GET", "/v1/upstreams/keep")).body);
+      assert.deepEqual(doc.servers.map((s) => s.drain), [false, true]);
+      const rs = await Promise.all(Array.from({ length: 10 }, () => request(x.proxyPort, "GET", "/", { headers: { host: "keep" } })));
+      assert.ok(rs.every((r) => r.status === 200 && r.body === String(c)), "the drained server gets no request");
+      const hist = JSON.parse((await ax("GET", "/history/keep")).body).history;
+      assert.equal(hist.length, 1);
+      assert.deepEqual(hist[0].source, { kind: "state_file" });
+      assert.equal(hist[0].rev_after, doc.revision);
+      assert.equal((await ax("PATCH", "/v1/upstreams/keep/servers/127.0.0.1:1", { drain: false })).status, 200);
+      const back = await ax("POST", `/upstream/keep?rollback=${doc.revision}`);
+      assert.equal(back.status, 200);
+      assert.equal(JSON.parse((await ax("GET", "/v1/upstreams/keep")).body).servers[1].drain, true);
+    } finally {
+      await x.stop();
+      rmSync(prefix, { recursive: true, force: true });
     }
   });
 });
