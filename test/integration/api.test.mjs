@@ -1,9 +1,9 @@
 // Operating day to day (issue 17), over HTTP against a real nginx (2 workers, tokens "ci" write and "grafana"
-// read): the write history from every source, rollback (plain and JSON; of a replaced and of a deleted
-// upstream; a body that no longer validates), each JSON API operation, drain with requests in flight (and across a
-// restart: the state file keeps it, the history starts with what was restored), dry
-// runs, If-Match conflicts, the OpenAPI document (every path answers as documented) and the agreement of the
-// plain-text protocol and the JSON API after every change. The fuzz suite is api_fuzz.test.mjs.
+// read): the write history from every source, rollback (plain and JSON; of a replaced and of a deleted upstream;
+// a body that no longer validates), each JSON API operation, drain with requests in flight (and across a
+// restart: the state file keeps it, the history starts with what was restored), dry runs, If-Match conflicts,
+// the OpenAPI document (every path answers as documented) and the agreement of the plain-text protocol and the
+// JSON API after every change. The fuzz suite is api_fuzz.test.mjs.
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync, mkdtempSync, rmSync, chmodSync, existsSync } from "node:fs";
