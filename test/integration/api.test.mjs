@@ -99,8 +99,11 @@ async function history(name, limit) {
   return r.json.history;
 }
 
+let prefixPort; // a second interface location, under the prefix /dyups/
+
 before(async () => {
   dns = await startDns();
+  [prefixPort] = await freePorts(1);
   ng = await startNginx({
     workers: 2,
     backends: 2,
@@ -109,6 +112,7 @@ before(async () => {
       history_size: 200,
       resolver: [`127.0.0.1:${dns.port}`],
     },
+    httpExtra: `server { listen 127.0.0.1:${prefixPort}; location /dyups/ { content_by_lua_block { require("dyups").interface({ prefix = "/dyups/" }) } } }`,
     upstreamConf: "upstream fromconf { server 127.0.0.1:1; }\nupstream dnsname { server app.test:1 resolve; }\n",
     serverExtra: `location = /lua-update {
       content_by_lua_block { local s, m = require("ngx.dyups").update(ngx.var.arg_name, ngx.unescape_uri(ngx.var.arg_body)); ngx.print(s, " ", m) }
@@ -443,6 +447,21 @@ describe("the JSON API", () => {
     assert.equal((await api("PUT", "/v1/upstreams/condnew", { json: { servers: [{ server: "127.0.0.1:5" }] }, headers: { "if-none-match": "*" } })).status, 201);
     assert.equal((await api("PUT", "/v1/upstreams/cond", { json: { servers: [{ server: "127.0.0.1:5" }] }, headers: { "if-match": "*" } })).status, 200);
     await agree("cond");
+  });
+
+  test("under a prefix location: /dyups/v1/... and /dyups/history", async () => {
+    const px = (m, p, json) => request(prefixPort, m, p, { headers: AUTH, body: json === undefined ? undefined : JSON.stringify(json) });
+    const c = await px("PUT", "/dyups/v1/upstreams/pfx", { servers: [{ server: "unix:/tmp/dyups-pfx.sock" }, { server: `127.0.0.1:${a}` }] });
+    assert.equal(c.status, 201, c.body);
+    const add = await px("POST", "/dyups/v1/upstreams/pfx/servers", { server: `127.0.0.1:${b}` });
+    assert.equal(add.headers.location, `/dyups/v1/upstreams/pfx/servers/127.0.0.1%3A${b}`);
+    const p = await px("PATCH", "/dyups/v1/upstreams/pfx/servers/unix%3A%2Ftmp%2Fdyups-pfx.sock", { down: true });
+    assert.equal(p.status, 200, p.body);
+    assert.equal(JSON.parse(p.body).down, true);
+    assert.equal(JSON.parse((await px("GET", "/dyups/history/pfx")).body).history.length, 3);
+    assert.equal((await px("GET", "/v1/upstreams/pfx")).status, 404, "outside the prefix");
+    await agree("pfx");
+    assert.equal((await api("DELETE", "/v1/upstreams/pfx")).status, 200);
   });
 
   test("roles and errors are JSON: no token 401, a read token writes nothing (403), unknown paths 404, wrong methods 405", async () => {
