@@ -34,6 +34,10 @@ declare module "cjson.safe" {
         decode_array_with_array_mt?(enable: boolean): void;
         // --- present in both ---
         encode_sparse_array(convert?: boolean, ratio?: number, safe?: number): void;
+        /** the deepest nesting decode accepts (default 1000); deeper input is an error, not a crash */
+        decode_max_depth(depth: number): number;
+        /** false: NaN, Infinity and hex numbers are decode errors */
+        decode_invalid_numbers(enable: boolean): void;
         /** returns an independent module instance with its own settings */
         ["new"](): CjsonSafe;
     }

@@ -23,6 +23,11 @@ export interface ServerSpec {
     maxConns: number; // 0 = unlimited
     backup: boolean;
     down: boolean;
+    /**
+     * `drain` (a dyups-only parameter, not nginx's): no new requests, those in flight finish. Set only when
+     * given (undefined otherwise), so records written before it existed read the same.
+     */
+    drain?: boolean;
     /** `resolve`: re-resolve the name by TTL (kind "name" only). */
     resolve: boolean;
     /** `service=NAME` (with resolve): SRV lookup of _NAME._tcp.host. */

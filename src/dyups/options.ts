@@ -52,6 +52,8 @@ export type Options = {
     metrics_dict: string;
     /** cluster mode: etcd is the source of truth (dyups.cluster.*); validated and normalised */
     cluster?: ClusterConfig;
+    /** the write history: how many accepted writes are kept (0: none) */
+    history_size: number;
 };
 
 export const DEFAULTS: Options = {
@@ -71,6 +73,7 @@ export const DEFAULTS: Options = {
     check_concurrency: 100,
     metrics: true,
     metrics_dict: "dyups_metrics",
+    history_size: 1000,
 };
 
 type Kind = "string" | "number" | "boolean" | "list" | "table";
@@ -99,6 +102,7 @@ KINDS.set("check_concurrency", "number");
 KINDS.set("metrics", "boolean");
 KINDS.set("metrics_dict", "string");
 KINDS.set("cluster", "table");
+KINDS.set("history_size", "number");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -137,6 +141,9 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);
     if (!(o.check_concurrency >= 1 && o.check_concurrency <= 10000) || math.floor(o.check_concurrency) !== o.check_concurrency) {
         return $multi(undefined, `option "check_concurrency" must be an integer in [1, 10000]`);
+    }
+    if (!(o.history_size >= 0 && o.history_size <= 100000) || math.floor(o.history_size) !== o.history_size) {
+        return $multi(undefined, `option "history_size" must be an integer in [0, 100000]`);
     }
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {

@@ -66,13 +66,13 @@ function applyUpdate(name: string, body: string, expectRev?: number, source?: Wr
         // cluster mode: etcd first (cluster/writer.ts), then this node applies it before answering
         const [cs, cmsg, cv] = clusterUpdate(lname, rec, expectRev);
         if (cs !== 200) return $multi(undefined, cs === 409 ? cmsg : `${ADD_FAILED}: ${cmsg}`, cs);
-        auditWrite("update", lname, old !== undefined ? revisionOf(old) : 0, cv as number, source ?? LUA_SOURCE);
+        auditWrite("update", lname, old !== undefined ? revisionOf(old) : 0, cv as number, source ?? LUA_SOURCE, rec);
         releaseVanished(old, rec);
         return $multi(cv as number, undefined, undefined);
     }
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
-    auditWrite("update", lname, before, v, source ?? LUA_SOURCE);
+    auditWrite("update", lname, before, v, source ?? LUA_SOURCE, rec);
     releaseVanished(old, rec);
     catchUp();
     return $multi(v, undefined, undefined);

@@ -10,7 +10,8 @@
 //      changed since the file was last applied (an operator's edit wins); otherwise the run-time state
 //      of that name is kept (including its deletion). A broken file stops nginx with file:line.
 // Errors here are configuration mistakes: they raise, and nginx refuses to start with the reason.
-import { auditWrite, CONF_SOURCE } from "./audit";
+import { auditWrite, CONF_SOURCE, STATE_SOURCE } from "./audit";
+import { recordWrite } from "./history";
 import { configureAuth } from "./http/auth";
 import { UpstreamRecord } from "./model";
 import { DEFAULTS, getOptions, setOptions, validateOptions } from "./options";
@@ -70,7 +71,8 @@ function applyAtStart(name: string, body: string, source: string, saved?: Upstre
     if (display !== undefined && display !== name && type(display) === "string" && string.lower(display) === name) rec.display = display;
     const [v, reason, , before] = commit(name, rec);
     if (v === undefined) fail(`cannot store upstream "${name}": ${reason}`);
-    if (source === "conf") auditWrite("update", name, before, v, CONF_SOURCE);
+    if (source === "conf" && saved === undefined) auditWrite("update", name, before, v, CONF_SOURCE, rec);
+    else pcall(recordWrite, "update", name, before, v, STATE_SOURCE, rec); // restored: in the history, not audited
 }
 
 export function start(opts?: unknown): void {

@@ -7,6 +7,7 @@
 //   this_worker    the answering worker's registry: upstreams, retired versions, refs held
 //   shm            capacity and free bytes of the dict
 //   dns            the resolver's state (dns/status.ts)
+//   history        the write history: entries and bytes kept, writes it could not record (history.ts)
 import { revisionHash, stats } from "./registry/sync";
 import { allNames, currentVersion, readRecord, upstreamCount } from "./store/command_log";
 import { usage } from "./store/dict";
@@ -14,6 +15,7 @@ import { readHeartbeat } from "./store/workers";
 import { dnsStatus } from "./dns/status";
 import { healthReport } from "./health/status";
 import { clusterStatus } from "./cluster/status";
+import { historyStatus } from "./history";
 import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). O(upstreams). */
@@ -58,5 +60,6 @@ export function statusReport(): unknown {
         dns: dnsStatus(),
         health: healthReport(),
         cluster: clusterStatus(),
+        history: historyStatus(),
     };
 }

@@ -11,10 +11,12 @@ const servers = [];
 /** a Node backend answering `name` after `delay` ms */
 async function backend(name, delay = 0, port) {
   port ??= (await freePorts(1))[0];
-  const s = http.createServer((req, res) => setTimeout(() => res.end(name), delay));
+  const b = { port, received: 0 };
+  const s = http.createServer((req, res) => { b.received++; setTimeout(() => res.end(name), delay); });
   await new Promise((r) => s.listen(port, "127.0.0.1", r));
   servers.push(s);
-  return { port, close: () => new Promise((r) => { s.closeAllConnections?.(); s.close(r); }) };
+  b.close = () => new Promise((r) => { s.closeAllConnections?.(); s.close(r); });
+  return b;
 }
 before(async () => { ng = await startNginx({ workers: 2, backends: 3 }); });
 after(async () => { for (const s of servers) { s.closeAllConnections?.(); s.close(); } await ng?.stop(); });
@@ -123,7 +125,8 @@ describe("versions and refcounts", () => {
     const slow = await backend("old-slow", 1000);
     assert.equal((await ng.post("/upstream/inflight", `server 127.0.0.1:${slow.port};`)).status, 200);
     const pending = Array.from({ length: 8 }, () => ng.proxy("inflight"));
-    await sleep(300);
+    // all 8 are in flight once the backend has them (a fixed sleep is too short on a loaded machine)
+    assert.ok(await eventually(async () => slow.received === 8, 5000), `the backend got ${slow.received} of 8`);
     const s1 = JSON.parse((await ng.get("/status")).body);
     assert.equal((await ng.del("/upstream/inflight")).status, 200);
     assert.equal((await ng.proxy("inflight")).status, 502);
@@ -142,7 +145,7 @@ describe("versions and refcounts", () => {
     const [a] = ng.backendPorts;
     assert.equal((await ng.post("/upstream/repl", `server 127.0.0.1:${slow.port};`)).status, 200);
     const pending = Array.from({ length: 8 }, () => ng.proxy("repl"));
-    await sleep(300);
+    assert.ok(await eventually(async () => slow.received === 8, 5000), `the backend got ${slow.received} of 8`);
     assert.equal((await ng.post("/upstream/repl", `server 127.0.0.1:${a};`)).status, 200);
     // the old version is retired but held
     const held = JSON.parse((await ng.get("/status")).body);

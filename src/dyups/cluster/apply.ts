@@ -19,6 +19,7 @@ import { tryBuild } from "../registry/build";
 import { canYield } from "../phase";
 import { commit, readRaw } from "../store/command_log";
 import { checkTargets } from "../targets";
+import { auditWrite, CLUSTER_SOURCE } from "../audit";
 import { etcdGuard, localRevision, STALE } from "../store/cluster";
 import { StoredUpstream } from "./config";
 
@@ -62,15 +63,19 @@ export function prepareRemote(name: string, body: string): Result<UpstreamRecord
  * (this node already had that revision or a newer one, or a delete of a name it does not have), or
  * [undefined, reason, status] (429, 507, 500: it could not be applied here).
  */
-export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean): Applied {
+export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean, audit?: boolean): Applied {
     // the race between the writer and the watcher of this node usually ends here, without the writers' lock
     if (force !== true && localRevision(name, readRaw(name)) >= rev) return $multi(false, undefined, undefined);
     if (rec !== undefined) rec.etcd = rev;
     const guard = etcdGuard(name, rev, rec === undefined, force);
     const deadline = ngx.now() + LOCK_PATIENCE;
     for (;;) {
-        const [v, reason, status] = commit(name, rec, undefined, guard);
-        if (v !== undefined) return $multi(true, undefined, undefined);
+        const [v, reason, status, before] = commit(name, rec, undefined, guard);
+        if (v !== undefined) {
+            // another node's write (the watcher): audited and recorded in this node's history as a cluster write
+            if (audit === true) auditWrite(rec === undefined ? "delete" : "update", name, before, v, CLUSTER_SOURCE, rec);
+            return $multi(true, undefined, undefined);
+        }
         if (status === STALE || (status === 404 && rec === undefined)) return $multi(false, undefined, undefined);
         if (status !== 409 || !canYield()) return $multi(undefined, reason as string, status as number);
         // the writers' lock is busy (trylock): our change is already decided in etcd, so wait for it
@@ -85,10 +90,10 @@ export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev
  * a value this node rejects. `force`: see applyRevision.
  */
 export function applyValue(name: string, value: string | undefined, rev: number, force?: boolean): Applied {
-    if (value === undefined) return applyRevision(name, undefined, rev, force);
+    if (value === undefined) return applyRevision(name, undefined, rev, force, true);
     const [stored, derr] = decodeStored(name, value);
     if (stored === undefined) return $multi(undefined, derr as string, 400);
     const [rec, perr] = prepareRemote(name, stored.body);
     if (rec === undefined) return $multi(undefined, perr as string, 400);
-    return applyRevision(name, rec, rev, force);
+    return applyRevision(name, rec, rev, force, true);
 }

@@ -300,7 +300,7 @@ function reconcile(name: string): boolean {
     if (v !== undefined) {
         ngx.log(ngx.NOTICE, "dyups: dns: upstream ", name, " has ", built.peers.total,
             " peers after a DNS change (version ", v, ")");
-        auditWrite("update", name, rec.rev, v, DNS_SOURCE);
+        auditWrite("update", name, rec.rev, v, DNS_SOURCE, nrec);
         releaseVanished(rec, nrec);
         return true;
     }

@@ -20,6 +20,7 @@ import { get, list, remove, revisionOf, update } from "../pipeline";
 import { endpointId } from "../registry/build";
 import { sync } from "../registry/sync";
 import { admit, Refusal } from "./auth";
+import { handleHistory, handleV1, plainRollback, refuseJson, v1Segments } from "./api_v1";
 import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
 import { checkStatusPage, recordHealth } from "../health/status";
@@ -95,7 +96,7 @@ function wantsJson(): boolean {
 }
 
 /** The whole request body, wherever nginx keeps it; undefined when the request has no body at all. */
-function readBody(): LuaMultiReturn<[string | undefined, string | undefined]> {
+export function readBody(): LuaMultiReturn<[string | undefined, string | undefined]> {
     ngx.req.read_body();
     const data = ngx.req.get_body_data();
     if (data !== undefined) return $multi(data, undefined);
@@ -197,8 +198,11 @@ export function handle(opts?: unknown): void {
         method, client: vars.remote_addr ?? "", authorization: vars.http_authorization, host: vars.http_host,
         origin: vars.http_origin, fetchSite: vars.http_sec_fetch_site,
     });
-    if (who === undefined) return refuse(refusal as Refusal, vars.uri ?? "/");
     const [res, n] = resource(vars.uri ?? "/", prefix);
+    const first = n > 0 ? string.lower(res[0]) : "";
+    if (who === undefined) return first === "v1" || first === "history" ? refuseJson(refusal as Refusal) : refuse(refusal as Refusal, vars.uri ?? "/");
+    if (first === "v1") return handleV1(method, v1Segments(prefix), who, readBody); // the JSON API (http/api_v1.ts)
+    if (first === "history" && n <= 2) return handleHistory(method, res, n);
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
     if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
     if (n === 1 && string.lower(res[0]) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
@@ -221,10 +225,12 @@ export function handle(opts?: unknown): void {
     if (n !== 2) return send(404, "not support this interface");
     if (string.lower(res[0]) !== "upstream") return send(404, "not support this api");
     if (berr !== undefined) return send(500, berr);
-    if (body === undefined) return send(204, "");
+    const rb = ngx.var.arg_rollback; // ?rollback=REV: history.ts, http/api_v1.ts
+    if (body === undefined && rb === undefined) return send(204, "");
     const [expect, okHeader] = expectedRevision();
     if (!okHeader) return send(400, "invalid If-Match header");
-    const [v, reason, status] = update(res[1], body, expect, who);
+    if (rb !== undefined) return plainRollback(res[1], rb, body, expect, who, send);
+    const [v, reason, status] = update(res[1], body as string, expect, who);
     if (v === undefined) return send(status, reason);
     ngx.header["X-Dyups-Version"] = `${v}`;
     return send(200, "success");

@@ -7,9 +7,10 @@
 // generation stands still: the passive states and check flags read are kept per worker until it moves (as
 // the balancer keeps them); beginReading() looks at it once per scrape. Allocates nothing per upstream: the figures are scratch tables, valid until
 // the next call (callers use them before they yield).
-import { BUCKETS, P_CLASS, P_FAIL_CONNECT, P_FAIL_READ, U_BUCKET, U_CLASS } from "./counters";
+import { BUCKETS, P_CLASS, P_DONE, P_FAIL_CONNECT, P_FAIL_READ, P_TRY, U_BUCKET, U_CLASS } from "./counters";
+import { getOptions } from "../options";
 import type { UpstreamInfo } from "./catalog";
-import { healthGeneration, passiveState, readCounter } from "../store/metrics";
+import { healthGeneration, metricsDict, passiveState, readCounter, slotPrefix } from "../store/metrics";
 import { readDownFlag } from "../store/health";
 
 export interface PeerFigures {
@@ -171,4 +172,16 @@ export function readFigures(d: NgxSharedDict | undefined, info: UpstreamInfo, no
         if (f.up) fig.peersUp = fig.peersUp + 1;
     }
     return fig;
+}
+
+/**
+ * Tries in flight to `peer` of `upstream` across workers, as last published (about once a second): every
+ * request counts, whatever version it routes by. Undefined when the counters are off or have no dict.
+ */
+export function peerInFlight(upstream: string, peer: string): number | undefined {
+    if (!getOptions().metrics) return undefined;
+    const d = metricsDict();
+    if (d === undefined) return undefined;
+    const pre = slotPrefix(upstream, peer);
+    return math.max(0, readCounter(d, pre + P_TRY) - readCounter(d, pre + P_DONE));
 }

@@ -24,6 +24,7 @@
 //   - fail_timeout accepts milliseconds ("500ms" = 0.5 s; nginx refuses "ms" there);
 //   - integers above 2^31-1 are refused (nginx takes up to 2^63-1: any such value is a typo);
 //   - host names must be syntactically valid DNS names, dotted quads must be valid IPv4 ("1..2.3" is refused);
+//   - `drain` is a server parameter of dyups, not of nginx: no new requests, those in flight finish;
 //   - `zone` given twice is an error; `check`, `check_http_send`, `check_keepalive_requests` repeat as in the
 //     check module (the last one wins); `type=fastcgi` and `port=` above 65535 are refused (the module
 //     accepts them and then never checks the peer / probes port & 0xffff).
@@ -402,6 +403,7 @@ function serverDirective(st: State, n: number, args: string[], lines: number[]):
     let maxConns = 0;
     let backup = false;
     let down = false;
+    let drain = false;
     let resolve = false;
     let service: string | undefined = undefined;
     let backupLine = 0;
@@ -440,6 +442,8 @@ function serverDirective(st: State, n: number, args: string[], lines: number[]):
             backupLine = lines[i];
         } else if (p === "down") {
             down = true;
+        } else if (p === "drain") {
+            drain = true;
         } else if (p === "resolve") {
             resolve = true;
         } else {
@@ -469,6 +473,7 @@ function serverDirective(st: State, n: number, args: string[], lines: number[]):
         maxConns: maxConns,
         backup: backup,
         down: down,
+        drain: drain ? true : undefined,
         // names only: an IP or a socket path has nothing to re-resolve (accepted there, like nginx does)
         resolve: resolve && kind === "name",
         service: service,

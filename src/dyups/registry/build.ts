@@ -92,7 +92,7 @@ function peerInits(rec: UpstreamRecord): PeerInit[] {
                     failTimeout: s.failTimeout,
                     maxConns: s.maxConns,
                     backup: s.backup,
-                    down: s.down,
+                    down: s.down || s.drain === true, // drain: no new requests (those in flight keep their version)
                 };
             }
         }
@@ -138,7 +138,11 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         hashConsistent: spec.hashConsistent === true,
         randomTwo: spec.randomTwo === true,
     });
-    const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
+    // connections are counted where the method picks by them (least_conn, random two), where max_conns
+    // limits them, and where a server is drained (the JSON API shows an operator when it is empty)
+    let drained = false;
+    for (const [, s] of ipairs(spec.servers)) if (s.drain === true) drained = true;
+    const countConns = drained || spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
     const peers = attachPeerKeys(set, rec.name, countConns);
     attachChecks(peers, spec);
     const ver: UpstreamVersion = {

@@ -91,6 +91,16 @@
 //   mw:<code>            number  writes through the write pipeline (interface, Lua API) by HTTP status.
 //   md:<result>          number  DNS queries by result (ok, nxdomain, no_addresses, timeout, error).
 //   mx:dropped           number  counter deltas dropped because the metrics dict was full.
+// Write history (store/history.ts): the last `history_size` accepted writes, in at most a quarter of the dict.
+// Lives as long as the dict (survives reload, not restart: revisions start again at a restart). Written
+// under the lease `history` with safe_set: never evicts configuration; a write it cannot record is counted.
+//   h:seq        number   sequence number of the newest entry (0: none). Only grows while the dict lives.
+//   h:first      number   sequence number of the oldest entry kept: entries h:first..h:seq exist.
+//   h:bytes      number   bytes of the kept entries' values (held under the budget).
+//   h:<seq>      string   JSON of one history entry (history.ts HistoryEntry; its seq is the key's).
+//                          Deleted when it falls out of the window (count or bytes).
+//   h:lost       number   writes that could not be recorded (lock not obtained, dict full): /status.
+//   h:cut        number   entries recorded without their body (larger than the history's byte budget).
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -135,6 +145,14 @@ export const METRIC_PREFIX = "m:";
 export const METRIC_WRITES_PREFIX = "mw:";
 export const METRIC_DNS_PREFIX = "md:";
 export const METRIC_DROPPED = "mx:dropped";
+
+export const HISTORY_SEQ = "h:seq";
+export const HISTORY_FIRST = "h:first";
+export const HISTORY_BYTES = "h:bytes";
+export const HISTORY_PREFIX = "h:";
+export const HISTORY_LOST = "h:lost";
+export const HISTORY_CUT = "h:cut";
+export const HISTORY_LEASE = "history";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

@@ -246,4 +246,18 @@ function connClose(set: Peers, gi: number): void {
     if (n !== undefined && n <= 0) sd.delete(key);
 }
 
-export { peerState, healthSync, picked, reportFailure, reportSuccess, connOpen, connClose };
+/**
+ * Requests in flight across workers to the server entries `<upstream>/<id>#1..n` (k: counts, kept for
+ * upstreams that count connections: least_conn, random two, max_conns, a drained server). Status views only.
+ */
+function activeConnections(upstream: string, id: string, n: number): number {
+    const sd = shared ?? d();
+    let total = 0;
+    for (let i = 1; i <= n; i++) {
+        const [c] = sd.get(`${CONNS_PREFIX}${upstream}/${id}#${i}`);
+        total = total + ((c as number | undefined) ?? 0);
+    }
+    return total;
+}
+
+export { peerState, healthSync, picked, reportFailure, reportSuccess, connOpen, connClose, activeConnections };
