@@ -13,7 +13,7 @@
 import { BOUNDS, BUCKETS, counting } from "./counters";
 import { labelValue, pruneCatalog, sortedNames, upstreamInfo } from "./catalog";
 import { beginReading, readFigures } from "./read";
-import { dnsCount, droppedCount, metricsDict, metricsDictUsage, writeCount } from "../store/metrics";
+import { droppedCount, eventCount, metricsDict, metricsDictUsage } from "../store/metrics";
 import { currentVersion, upstreamCount } from "../store/command_log";
 import { usage } from "../store/dict";
 import { readHeartbeat } from "../store/workers";
@@ -176,8 +176,8 @@ function nodeFamilies(s: Scrape, now: number): void {
             sample(s, F_LUA_MEM, open, CLOSE, hb.luaKb * 1024);
         }
     }
-    for (const [, code] of ipairs(WRITE_CODES)) sample(s, F_WRITES, `{code="${code}"`, CLOSE, writeCount(code));
-    for (const [, r] of ipairs(DNS_RESULTS)) sample(s, F_DNS, `{result="${r}"`, CLOSE, dnsCount(r));
+    for (const [, code] of ipairs(WRITE_CODES)) sample(s, F_WRITES, `{code="${code}"`, CLOSE, eventCount("write", code));
+    for (const [, r] of ipairs(DNS_RESULTS)) sample(s, F_DNS, `{result="${r}"`, CLOSE, eventCount("dns", r));
     const u = usage();
     const open = `{dict="${labelValue(u.name)}"`;
     sample(s, F_SHM_CAP, open, CLOSE, u.capacity);

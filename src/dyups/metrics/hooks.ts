@@ -4,7 +4,7 @@
 // (startup.ts). They count straight into the metrics dict (store/metrics.ts): one incr per event.
 import { getOptions } from "../options";
 import { setCounting } from "./counters";
-import { countDns, countWrite, metricsDict } from "../store/metrics";
+import { countEvent, metricsDict } from "../store/metrics";
 
 /** init_worker: per-request counting is on when the `metrics` option is and the metrics dict exists. */
 export function startCounting(): void {
@@ -19,7 +19,7 @@ export function startCounting(): void {
 
 /** A write through the pipeline (interface, Lua API) answered `status` (200 when it was applied). */
 export function noteWrite(status: number): void {
-    countWrite(status);
+    countEvent("write", status);
 }
 
 /** The result label of a DNS query's outcome: err undefined = "ok", else what kind of failure. */
@@ -36,5 +36,5 @@ export function dnsResult(err: string | undefined): string {
 
 /** A DNS query (A/AAAA or SRV) sent by dyups ended with `err` (undefined: answered). */
 export function noteDnsQuery(err: string | undefined): void {
-    countDns(dnsResult(err));
+    countEvent("dns", dnsResult(err));
 }

@@ -85,26 +85,23 @@ export function prepareMetricsDict(): void {
     if (d !== undefined) d.safe_add(METRIC_DROPPED, 0);
 }
 
-/** A write through the pipeline answered `status`. */
-export function countWrite(status: number): void {
-    const d = metricsDict();
-    if (d !== undefined) addDelta(d, METRIC_WRITES_PREFIX + status, 1);
+/** Node-wide event counters by kind: writes by HTTP status, DNS queries by result. */
+export type EventKind = "write" | "dns";
+
+function eventKey(kind: EventKind, what: string | number): string {
+    return (kind === "write" ? METRIC_WRITES_PREFIX : METRIC_DNS_PREFIX) + what;
 }
 
-export function writeCount(status: number): number {
+/** Counts one event: a write through the pipeline that answered `what` (a status), a DNS query that ended `what`. */
+export function countEvent(kind: EventKind, what: string | number): void {
     const d = metricsDict();
-    return d === undefined ? 0 : readCounter(d, METRIC_WRITES_PREFIX + status);
+    if (d !== undefined) addDelta(d, eventKey(kind, what), 1);
 }
 
-/** A DNS query ended with `result` (metrics/hooks.ts names it). */
-export function countDns(result: string): void {
+/** How many such events were counted. */
+export function eventCount(kind: EventKind, what: string | number): number {
     const d = metricsDict();
-    if (d !== undefined) addDelta(d, METRIC_DNS_PREFIX + result, 1);
-}
-
-export function dnsCount(result: string): number {
-    const d = metricsDict();
-    return d === undefined ? 0 : readCounter(d, METRIC_DNS_PREFIX + result);
+    return d === undefined ? 0 : readCounter(d, eventKey(kind, what));
 }
 
 export function droppedCount(): number {
