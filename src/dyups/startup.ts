@@ -47,7 +47,7 @@ function readFile(path: string): string {
  */
 function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string,
     etcdRev?: number): void {
-    const [rec, err] = prepare(name, body, source);
+    const [rec, err] = prepare(name, body, source, true);
     if (rec === undefined) {
         if (source === "state" || saved !== undefined) {
             ngx.log(ngx.ERR, "dyups: upstream ", name, " from the state file is no longer valid (", err, "); skipped");

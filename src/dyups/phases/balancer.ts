@@ -5,10 +5,12 @@
 // First try: the version gate (registry.sync: one shm get), look up $dyups_upstream, pin the version
 // (refs + 1, held in ngx.ctx), set_more_tries, the health generation (one shm get, when max_fails is on),
 // pick. Retries: report the failed peer, mark it tried, pick again from the same pinned version. Log phase: report the last try's outcome, close the connection
-// count, release the pin; the last holder of a retired version unlinks it.
+// count, release the pin; the last holder of a retired version unlinks it. A picker that wants outcomes
+// (peers.wantsOutcome: ewma, registered ones) is told each try's outcome and time (balance/outcome.ts).
 // Unknown upstream or no available peer: no peer is set, so nginx falls back to the placeholder server
 // (127.0.0.1:1 down) and answers 502 without sending anything anywhere.
 import * as balancer from "ngx.balancer";
+import { noteOutcome } from "../balance/outcome";
 import { pick } from "../balance/peer_set";
 import type { UpstreamVersion } from "../registry/build";
 import { lookup, releaseRetired, sync } from "../registry/sync";
@@ -24,6 +26,7 @@ const concat = table.concat;
 const log = ngx.log;
 const INFO = ngx.INFO;
 const ERR = ngx.ERR;
+const now = ngx.now;
 
 function hashKey(ver: UpstreamVersion): string {
     const vars = ngx.var;
@@ -51,7 +54,7 @@ function hashKey(ver: UpstreamVersion): string {
 function keyFor(ver: UpstreamVersion): string | undefined {
     const m = ver.method;
     if (m === "ip_hash") return ngx.var.remote_addr;
-    if (m === "hash") return hashKey(ver);
+    if (ver.keyParts > 0) return hashKey(ver); // hash KEY, or a balancer's key=
     return undefined;
 }
 
@@ -93,6 +96,7 @@ function pickPeer(gate: boolean): void {
         if (prev > 0) {
             const peers = ver.peers;
             const [state, code] = get_last_failure();
+            if (peers.wantsOutcome) noteOutcome(peers, peerState, prev, state !== "failed", now() - (ctx.dyups_t as number));
             if (state === "failed") {
                 reportFailure(peers, prev);
                 // a status that failed a try is one of this location's proxy_next_upstream conditions (http_500,
@@ -122,6 +126,7 @@ function pickPeer(gate: boolean): void {
         log(ERR, "dyups: no live servers in upstream \"", ver.name, "\"");
         return;
     }
+    if (peers.wantsOutcome) ctx.dyups_t = now(); // the try's start: its outcome reports its time (ms resolution)
     const port = peers.ports[gi - 1];
     const host = peers.hosts[gi - 1];
     let ok: true | undefined;
@@ -170,6 +175,10 @@ function logPhase(): void {
         if (peers.anyMaxFails) {
             if (lastTryFailed() || (ctx.dyups_fstatus !== undefined && ctx.dyups_fstatus === ngx.status)) reportFailure(peers, gi);
             else reportSuccess(peers, gi);
+        }
+        if (peers.wantsOutcome) {
+            const failed = lastTryFailed() || (ctx.dyups_fstatus !== undefined && ctx.dyups_fstatus === ngx.status);
+            noteOutcome(peers, peerState, gi, !failed, now() - (ctx.dyups_t as number));
         }
     }
     ver.refs = ver.refs - 1;
