@@ -231,3 +231,82 @@ describe("a stored upstream whose balancer is not registered where it is built",
     assert.equal('balancer "ewma": invalid penalty "x"', err)
   end)
 end)
+
+describe("balancer ewma: score snapshots shared through the dict (store/ewma.ts)", function()
+  before_each(function() load("init") end)
+
+  local function route(name, n, slow_time)
+    for _ = 1, n do
+      request(name)
+      phases.balance()
+      ngx._advance(peer() == "127.0.0.1:8002" and slow_time or 0.001)
+      phases.logPhase()
+    end
+  end
+
+  it("a worker publishes its scores at most once a second from its timer; nothing per request", function()
+    assert(pipeline.update("e", "balancer ewma; server 127.0.0.1:8001; server 127.0.0.1:8002;"))
+    local dict = ngx.shared.dyups
+    local writes = 0
+    local safe_set = dict.safe_set
+    dict.safe_set = function(self, k, ...) if k:sub(1, 3) == "ew:" then writes = writes + 1 end return safe_set(self, k, ...) end
+    route("e", 20, 0.3)
+    assert.equal(0, writes) -- requests write nothing
+    local ewma = require("dyups.store.ewma")
+    ewma.publishEwma()
+    assert.equal(2, writes)
+    local v = dict:get("ew:e/127.0.0.1:8002#1")
+    local score = tonumber(v:match("^(%S+) "))
+    assert.is_true(score > 0.29, v)
+    ewma.publishEwma() -- within the second: nothing
+    route("e", 5, 0.3)
+    ewma.publishEwma()
+    assert.equal(2, writes)
+    ngx._advance(1)
+    ewma.publishEwma()
+    assert.is_true(writes > 2)
+    ngx._advance(1)
+    local before = writes
+    ewma.publishEwma() -- no outcome since: nothing to write
+    assert.equal(before, writes)
+    dict.safe_set = safe_set
+  end)
+
+  it("a new version, and another worker, start from the published scores of the entries they keep", function()
+    assert(pipeline.update("e", "balancer ewma half_life=10s; server 127.0.0.1:8001; server 127.0.0.1:8002;"))
+    route("e", 20, 0.5)
+    require("dyups.store.ewma").publishEwma()
+    -- an update that adds a server: 8002 keeps its score, 8003 starts unknown
+    assert(pipeline.update("e", "balancer ewma half_life=10s; server 127.0.0.1:8001; server 127.0.0.1:8002; server 127.0.0.1:8003;"))
+    local d = reg.lookup("e").peers.data
+    assert.is_true(d.score[2] > 0.49, tostring(d.score[2]))
+    assert.equal(0, d.score[3])
+    -- another worker (fresh module state, the same dict) builds it seeded too: no request goes to the slow one
+    fake.another_worker(ngx, b)
+    phases = require("dyups.phases.balancer")
+    reg = require("dyups.registry.sync")
+    reg.catchUp()
+    local seen = {}
+    for _ = 1, 30 do
+      request("e")
+      phases.balance()
+      seen[peer()] = (seen[peer()] or 0) + 1
+      ngx._advance(0.001)
+      phases.logPhase()
+    end
+    assert.is_nil(seen["127.0.0.1:8002"])
+  end)
+
+  it("upstreams that do not use ewma read and write no snapshot", function()
+    local dict = ngx.shared.dyups
+    local reads = 0
+    local get = dict.get
+    dict.get = function(self, k) if k:sub(1, 3) == "ew:" then reads = reads + 1 end return get(self, k) end
+    assert(pipeline.update("r", "server 127.0.0.1:8001; server 127.0.0.1:8002;"))
+    route("r", 10, 0.3)
+    require("dyups.store.ewma").publishEwma()
+    assert.equal(0, reads)
+    for _, k in ipairs(dict:get_keys(0)) do assert.is_nil(k:match("^ew:")) end
+    dict.get = get
+  end)
+end)

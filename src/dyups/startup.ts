@@ -26,6 +26,7 @@ import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
 import { clusterRelease, clusterTick } from "./cluster/watcher";
 import { bumpConfGeneration } from "./store/health";
+import { publishEwma } from "./store/ewma";
 import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
@@ -131,6 +132,7 @@ function tick(premature: boolean): void {
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
     const [hok, herr] = pcall(healthTick);
     if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
+    pcall(publishEwma); // balancer ewma: this worker's scores for new versions of any worker (store/ewma.ts)
 }
 
 export function startWorker(): void {

@@ -1,8 +1,11 @@
 /** @noSelfInFile */
 // Building the immutable UpstreamVersion a worker routes by, from a stored record: its peer set (balance/),
-// the per-peer shm keys (store/peer_health.ts) and the parts of a `hash` key. Pure but for the key names.
-// Runs wherever a version is built: the registry's catch-up and lazy builds (any phase, balancer included)
-// and the write pipeline's sandbox build. O(endpoints), plus the ring of `hash ... consistent`.
+// the per-peer shm keys (store/peer_health.ts), the parts of a `hash` (or `balancer ... key=`) key, and for
+// `balancer ewma` the score snapshots other workers published (store/ewma.ts: one shm get per peer). A
+// `balancer NAME` that cannot be used here is built as round robin and logged (checkBalancer decides the
+// same question at apply time). Runs wherever a version is built: the registry's catch-up and lazy builds
+// (any phase, balancer included) and the write pipeline's sandbox build. O(endpoints), plus the ring of
+// `hash ... consistent`.
 import { buildPeerSet } from "../balance/peer_set";
 import { resolvePicker, setPickerWarning } from "../balance/pickers";
 import type { PeerInit } from "../balance/types";
@@ -10,6 +13,7 @@ import type { Result } from "../errors";
 import { Endpoint, UpstreamRecord, UpstreamSpec } from "../model";
 import { attachChecks } from "../health/attach";
 import { attachPeerKeys, entryIds, forgetEntries, Peers } from "../store/peer_health";
+import { seedEwma } from "../store/ewma";
 
 function warnPicker(this: void, msg: string): void {
     ngx.log(ngx.ERR, "dyups: ", msg);
@@ -172,6 +176,7 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
     const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
     const peers = attachPeerKeys(set, rec.name, countConns);
     attachChecks(peers, spec);
+    seedEwma(peers);
     const ver: UpstreamVersion = {
         name: rec.name, rev: rec.rev, method: spec.method, peers, keyParts: 0, refs: 0, retired: false,
         keepalive: spec.keepalive, keepaliveTimeout: spec.keepaliveTimeout, keepaliveRequests: spec.keepaliveRequests,
