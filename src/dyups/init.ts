@@ -76,7 +76,8 @@ export { delete_ as delete };
 export function get(name: unknown): unknown {
     const rec = pipeline.get(checkString(name, 1, "get"));
     if (rec === undefined) return undefined;
-    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
+    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, balancer: rec.spec.picker,
+        servers: rec.spec.servers, endpoints: rec.endpoints };
 }
 
 /** Names of all upstreams, in creation order. */
