@@ -22,6 +22,7 @@ for i = 1, 1000 do up[i] = true; active[i] = i % 7 end
 local state = {
   available = function(_, gi) return up[gi] end,
   conns = function(_, gi) return active[gi] end,
+  now = function() return 1000 end,
 }
 
 local keys, addrs = {}, {}
@@ -39,6 +40,7 @@ local cases = {
   { "hash", { hashConsistent = true }, keys },
   { "random", {}, nil },
   { "random", { randomTwo = true }, nil },
+  { "balancer", { picker = "ewma" }, nil },
 }
 
 local pick = ps.pick
@@ -47,7 +49,8 @@ for _, n in ipairs({ 10, 1000 }) do
   local list = peers(n)
   for _, c in ipairs(cases) do
     local method, extra, inputs = c[1], c[2], c[3]
-    local opts = { method = method, hashConsistent = extra.hashConsistent == true, randomTwo = extra.randomTwo == true }
+    local opts = { method = method, hashConsistent = extra.hashConsistent == true, randomTwo = extra.randomTwo == true,
+      picker = extra.picker }
     local t0 = os.clock()
     local set = ps.buildPeerSet(list, opts)
     local build_ms = (os.clock() - t0) * 1000
@@ -62,7 +65,7 @@ for _, n in ipairs({ 10, 1000 }) do
       elapsed = os.clock() - start
     until elapsed >= budget
     assert(sink > 0)
-    local name = method .. (opts.hashConsistent and " consistent" or "") .. (opts.randomTwo and " two" or "")
+    local name = (opts.picker or method) .. (opts.hashConsistent and " consistent" or "") .. (opts.randomTwo and " two" or "")
     print(string.format("%-18s %6d %14.0f %10.1f %10.2f", name, n, picks / elapsed, elapsed / picks * 1e9, build_ms))
   end
 end

@@ -1,7 +1,8 @@
 -- The compiled pickers must stay hand-quality Lua: no TSTL lualib helpers, no closures anywhere in the
 -- balance modules, and no table constructors or string concatenation inside the pick path.
 local dir = "dist/lua/dyups/balance/"
-local modules = { "peer_set", "swrr", "least_conn", "walk", "hash", "chash", "random", "crc32", "ip_addr" }
+local modules = { "peer_set", "swrr", "least_conn", "walk", "hash", "chash", "random", "crc32", "ip_addr", "ewma",
+  "pickers", "outcome" }
 local hot = {
   peer_set = { "pick" },
   swrr = { "swrrStep", "inBackupTier", "tiered", "swrrRange", "rrPick", "noteFailure" },
@@ -12,6 +13,9 @@ local hot = {
   random = { "randomPick", "random2Pick" },
   crc32 = { "crc32Update", "crc32UpdateByte", "crc32Final", "crc32" },
   ip_addr = { "pseudo", "hexValue", "parseQuad", "parseIPv6", "parseClientAddr" },
+  ewma = { "scoreAt", "cost", "cheapest", "ewmaRange", "ewmaPick", "ewmaOutcome" },
+  pickers = { "anyUsablePrimary", "registeredPick" },
+  outcome = { "noteOutcome" },
 }
 
 local function read(name)

@@ -7,11 +7,12 @@ local ps = require("dyups.balance.peer_set")
 local S = {}
 S.ps = ps
 
---- A fake PeerState: st.up[gi] (default true) and st.active[gi] (default 0) drive it.
+--- A fake PeerState: st.up[gi] (default true), st.active[gi] (default 0) and st.clock (seconds) drive it.
 function S.state()
-  local st = { up = {}, active = {} }
+  local st = { up = {}, active = {}, clock = 1000 }
   st.available = function(_, gi) return st.up[gi] ~= false end
   st.conns = function(_, gi) return st.active[gi] or 0 end
+  st.now = function() return st.clock end
   return st
 end
 

@@ -9,8 +9,10 @@
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API; pipeline.ts)
 //   get(name) -> table | nil, list() -> { names }, status() -> table, version() -> log, applied
 //   check_status([format])  content_by_lua: the check module's status page; health(name) -> active health
+//   register_picker(name, module)  init_by_lua / init_worker_by_lua: a picker for `balancer NAME` (balance/pickers.ts)
 //   _VERSION        the release version ("0.1.0"; from package.json, see tools/build.sh)
 import { balance as balancePhase, logPhase } from "./phases/balancer";
+import { registerPicker } from "./balance/pickers";
 import { checkStatusPage, recordHealth } from "./health/status";
 import { handle } from "./http/interface";
 import * as pipeline from "./pipeline";
@@ -74,7 +76,8 @@ export { delete_ as delete };
 export function get(name: unknown): unknown {
     const rec = pipeline.get(checkString(name, 1, "get"));
     if (rec === undefined) return undefined;
-    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
+    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, balancer: rec.spec.picker,
+        servers: rec.spec.servers, endpoints: rec.endpoints };
 }
 
 /** Names of all upstreams, in creation order. */
@@ -97,6 +100,20 @@ export function health(name: unknown): unknown {
 
 export function status(): unknown {
     return statusReport();
+}
+
+/**
+ * Registers `module` as the picker of `balancer NAME [key=value ...];` (README "Pickers"). From init_by_lua
+ * (before or after init(): every worker inherits it) or init_worker_by_lua (each worker registers it): every
+ * worker must have the same pickers, so other phases raise. A bad name or module raises with the reason.
+ */
+export function register_picker(this: void, name: unknown, module: unknown): void {
+    const phase = ngx.get_phase();
+    if (phase !== "init" && phase !== "init_worker") {
+        error(`register_picker: call it from init_by_lua or init_worker_by_lua, not ${phase} (every worker needs the same pickers)`, 2);
+    }
+    const err = registerPicker(name, module);
+    if (err !== undefined) error(`register_picker: ${err}`, 2);
 }
 
 /** The command log's version and the version this worker has applied (tests, monitoring). */

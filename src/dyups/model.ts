@@ -55,7 +55,8 @@ export interface CheckSpec {
     keepaliveRequests?: number;
 }
 
-export type Method = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random";
+/** nginx's methods, and "balancer": a picker by name (`balancer NAME [key=value ...]`, balance/pickers.ts) */
+export type Method = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random" | "balancer";
 
 /** A validated upstream body. */
 export interface UpstreamSpec {
@@ -66,6 +67,10 @@ export interface UpstreamSpec {
     hashConsistent: boolean;
     /** `random two` */
     randomTwo: boolean;
+    /** `balancer NAME [key=value ...]`: the picker's name, its arguments as written ("k=v", in order), and key= */
+    picker?: string;
+    pickerArgs?: string[];
+    pickerKey?: string;
     /** `keepalive N` (0 when absent) */
     keepalive: number;
     /** seconds (default 60) */

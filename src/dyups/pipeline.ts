@@ -17,7 +17,7 @@ import { parseBody, validateName } from "./parse/upstream";
 import { canYield } from "./phase";
 import { resolveEndpoints } from "./dns/resolve";
 import { healthFits } from "./health/capacity";
-import { releaseVanished, tryBuild } from "./registry/build";
+import { checkBalancer, releaseVanished, tryBuild } from "./registry/build";
 import { catchUp } from "./registry/sync";
 import { commit, namesInOrder, readRecord } from "./store/command_log";
 import { checkTargets } from "./targets";
@@ -27,10 +27,16 @@ import { clusterRemove, clusterUpdate } from "./cluster/writer";
 
 export const ADD_FAILED = "add server failed";
 
-/** Builds the record a body describes, or [undefined, reason]. No side effects. */
-export function prepare(name: string, body: string, source: string): Result<UpstreamRecord> {
+/**
+ * Builds the record a body describes, or [undefined, reason]. No side effects. A `balancer NAME` must be
+ * registered in this Lua VM and take its arguments (checkBalancer); `atStart` (init(): upstream_conf, the state
+ * file) accepts a NAME not registered yet, which may be registered after init() (see checkBalancer).
+ */
+export function prepare(name: string, body: string, source: string, atStart?: boolean): Result<UpstreamRecord> {
     const [spec, perr] = parseBody(body);
     if (spec === undefined) return $multi(undefined, perr);
+    const berr = checkBalancer(name, spec, atStart === true);
+    if (berr !== undefined) return $multi(undefined, berr);
     const [endpoints, rerr] = resolveEndpoints(spec, canYield());
     if (endpoints === undefined) return $multi(undefined, rerr);
     const terr = checkTargets(spec, endpoints as Endpoint[][]);

@@ -31,6 +31,7 @@ import { bumpConfGeneration } from "./store/health";
 import { publishTick } from "./metrics/publish";
 import { startCounting } from "./metrics/hooks";
 import { dictDeclared, prepareMetricsDict, resetMetricsDict } from "./store/metrics";
+import { publishEwma } from "./store/ewma";
 import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
@@ -52,7 +53,7 @@ function readFile(path: string): string {
  */
 function applyAtStart(name: string, body: string, source: string, saved?: UpstreamRecord["endpoints"], display?: string,
     etcdRev?: number): void {
-    const [rec, err] = prepare(name, body, source);
+    const [rec, err] = prepare(name, body, source, true);
     if (rec === undefined) {
         if (source === "state" || saved !== undefined) {
             ngx.log(ngx.ERR, "dyups: upstream ", name, " from the state file is no longer valid (", err, "); skipped");
@@ -147,6 +148,7 @@ function tick(premature: boolean): void {
     const [hok, herr] = pcall(healthTick);
     if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
     publishTick(false);
+    pcall(publishEwma); // balancer ewma: this worker's scores for new versions of any worker (store/ewma.ts)
 }
 
 export function startWorker(): void {

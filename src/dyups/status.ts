@@ -4,11 +4,13 @@
 //   version        the log's committed version
 //   digest         the digest of the stored state (each caught-up worker's digest equals it)
 //   workers[]      per worker id: pid, applied version, lag (version - applied), seconds since last report
-//   this_worker    the answering worker's registry: upstreams, retired versions, refs held
+//   this_worker    the answering worker's registry: upstreams, retired versions, refs held; the balancer
+//                  names its Lua VM knows (built-in and registered: pickers are registered per VM)
 //   shm            capacity and free bytes of the dict
 //   dns            the resolver's state (dns/status.ts)
 //   history        the write history: entries and bytes kept, writes it could not record (history.ts)
 import { revisionHash, stats } from "./registry/sync";
+import { pickerNames } from "./balance/pickers";
 import { allNames, currentVersion, readRecord, upstreamCount } from "./store/command_log";
 import { usage } from "./store/dict";
 import { readHeartbeat } from "./store/workers";
@@ -54,7 +56,7 @@ export function statusReport(): unknown {
         workers,
         this_worker: {
             id: ngx.worker.id(), pid: ngx.worker.pid(), applied: s.applied, digest: s.digest, upstreams: s.upstreams, built: s.built,
-            retired_versions: s.retired, refs_on_current: held, refs_on_retired: s.retiredRefs,
+            retired_versions: s.retired, refs_on_current: held, refs_on_retired: s.retiredRefs, balancers: pickerNames(),
         },
         shm: { dict: u.name, capacity: u.capacity, free: u.free },
         dns: dnsStatus(),

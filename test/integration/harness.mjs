@@ -39,7 +39,8 @@ export function backendServers(ports) {
  *   port as the body), httpExtra / serverExtra (config text), dictSize ("32m"), prefix (reuse a prefix:
  *   for restart tests), upstreamConf (text written to <prefix>/upstream.conf and passed as upstream_conf),
  *   includeConf (false: do not include nginx/dyups.conf; the test supplies its own in httpExtra),
- *   dyupsConf (the dyups.conf to include: default nginx/dyups.conf), luaPackagePath (default: dist/lua, then ";;").
+ *   dyupsConf (the dyups.conf to include: default nginx/dyups.conf), luaPackagePath (default: dist/lua, then ";;"),
+ *   initBefore / initAfter / initWorkerExtra (Lua run in init_by_lua before and after init(), in init_worker_by_lua).
  * Returns an object with ports, request helpers, logs and stop().
  */
 export async function startNginx(o = {}) {
@@ -75,7 +76,7 @@ http {
   fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
   lua_package_path "${o.luaPackagePath ?? `${LUA}/?.lua;${LUA}/?/init.lua;;`}";
   ${dyupsConf}
-  init_by_lua_block { require("dyups").init(${luaValue(init)}) }
+  init_by_lua_block { ${o.initBefore ?? ""} require("dyups").init(${luaValue(init)}) ${o.initAfter ?? ""} }
   init_worker_by_lua_block { require("dyups").init_worker() ${o.initWorkerExtra ?? ""} }
   ${o.httpExtra ?? ""}
 ${backendServers(backendPorts)}

@@ -11,7 +11,7 @@
 // order, unspecified). On a retry the walk restarts from the key, with the same count as nginx.
 import { crc32, crc32Final, crc32Update, crc32UpdateByte, crc32UpdateU32LE } from "./crc32";
 import { rrPick, swrrStep, USABLE } from "./swrr";
-import type { PeerSet, PeerState, Tried } from "./types";
+import type { PeerSet, PeerState, Picker, Tried } from "./types";
 import { HASH_TRIES } from "./walk";
 
 /** ketama points per unit of weight */
@@ -193,4 +193,12 @@ function buildRing(set: PeerSet, servers: string[]): void {
     set.balGroupNext = groupNext;
 }
 
-export { chashPick, buildRing };
+/** The ring is the version's state: built from the server texts (nginx's peer->server). */
+function chashBuild(set: PeerSet, _config: unknown, servers: string[]): unknown {
+    buildRing(set, servers);
+    return undefined;
+}
+
+const CHASH: Picker = { name: "hash consistent", build: chashBuild, pick: chashPick };
+
+export { chashPick, buildRing, CHASH };

@@ -11,7 +11,7 @@
 import { crc32Final, crc32Update } from "./crc32";
 import { addrBytes, parseClientAddr } from "./ip_addr";
 import { rrPick } from "./swrr";
-import type { PeerSet, PeerState, Tried } from "./types";
+import type { PeerSet, PeerState, Picker, Tried } from "./types";
 import { HASH_TRIES, primaryAt, usable } from "./walk";
 
 /** "1".."21": the REHASH prefix of nginx's hash (`ngx_sprintf(buf, "%ui", rehash)`), built once. */
@@ -57,4 +57,7 @@ function hashPick(set: PeerSet, state: PeerState, tried: Tried, key: string | un
     }
 }
 
-export { ipHashPick, hashPick };
+const IP_HASH: Picker = { name: "ip_hash", pick: ipHashPick };
+const HASH: Picker = { name: "hash", pick: hashPick };
+
+export { ipHashPick, hashPick, IP_HASH, HASH };

@@ -7,7 +7,7 @@
 // re-reads under its lock; here both passes see the same snapshot, and re-reading shared memory would
 // double the cost of the pick).
 import { MARKED, swrrStep, tiered } from "./swrr";
-import type { PeerSet, PeerState, Tried } from "./types";
+import type { PeerSet, PeerState, Picker, Tried } from "./types";
 
 function leastConnRange(set: PeerSet, state: PeerState, tried: Tried, first: number, last: number): number {
     const conns = set.balConns;
@@ -47,4 +47,6 @@ function leastConnPick(set: PeerSet, state: PeerState, tried: Tried): number {
     return tiered(leastConnRange, set, state, tried);
 }
 
-export { leastConnPick };
+const LEAST_CONN: Picker = { name: "least_conn", pick: leastConnPick };
+
+export { leastConnPick, LEAST_CONN };

@@ -1,10 +1,13 @@
 /** @noSelfInFile */
-// The peer set of one upstream version: the builder, and the dispatch of a pick to the method's picker,
-// with nginx 1.22's semantics. One algorithm per file, as lua-resty-balancer lays it out:
+// The peer set of one upstream version: the builder, and the dispatch of a pick to the method's picker
+// (types.ts Picker: every method, nginx's own included, is a picker), with nginx 1.22's semantics. One
+// algorithm per file, as lua-resty-balancer lays it out:
 //   swrr.ts        smooth weighted round robin: the one step, tiers (primaries, backups), effective weight
 //   least_conn.ts  least_conn                      hash.ts    ip_hash and hash KEY
 //   chash.ts       hash KEY consistent (ring)      random.ts  random and random two [least_conn]
 //   walk.ts        the weighted walk of ip_hash, hash and random    types.ts  the types
+//   ewma.ts        `balancer ewma` (latency-aware)  pickers.ts `balancer NAME`: the registry, registered pickers
+//   outcome.ts     the outcome of a try, for pickers that want it
 // Pure: no ngx.* use (math.random only), tested under plain LuaJIT (spec/balance).
 //
 // Phases: buildPeerSet runs wherever a version is built (O(n), plus the ring of `hash ... consistent`),
@@ -22,46 +25,38 @@
 // Availability (passive max_fails/fail_timeout, active checks, max_conns) is the caller's PeerState;
 // "down" is PeerInit.down (the server's `down` flag) and is checked here. nginx's lone server (one
 // primary, no backup: `single`) ignores max_fails; the caller's PeerState applies that rule (set.single).
-import { buildRing, chashPick } from "./chash";
-import { hashPick, ipHashPick } from "./hash";
-import { leastConnPick } from "./least_conn";
-import { random2Pick, randomPick } from "./random";
-import { noteFailure, randomStart, rrPick } from "./swrr";
-import type { PeerInit, PeerOptions, PeerSet, PeerState, Tried } from "./types";
-
-const KIND_RR = 1;
-const KIND_IP_HASH = 2;
-const KIND_HASH = 3;
-const KIND_CHASH = 4;
-const KIND_LEAST_CONN = 5;
-const KIND_RANDOM = 6;
-const KIND_RANDOM_TWO = 7;
+//
+// A `balancer NAME` that cannot be used where the set is built (NAME not registered in this Lua VM, its
+// arguments refused, its build raised) gives a round-robin set with set.pickerProblem saying why: stored
+// upstreams keep routing (registry/build.ts logs it); writes were refused before (pipeline.ts).
+import { CHASH } from "./chash";
+import { HASH, IP_HASH } from "./hash";
+import { LEAST_CONN } from "./least_conn";
+import { resolvePicker } from "./pickers";
+import { RANDOM, RANDOM_TWO } from "./random";
+import { noteFailure, randomStart, ROUND_ROBIN } from "./swrr";
+import type { PeerInit, PeerOptions, PeerSet, PeerState, Picker, Tried } from "./types";
 
 /**
  * Pick a peer for one try of a request: its global index gi (1..total), or 0 when none is usable (the
  * caller fails the try: nginx's "no live upstreams"). `tried`: the gi already tried by this request
  * (undefined on the first try). `key`: ip_hash: the client address text; hash: the evaluated key
- * (empty or undefined: round robin, as nginx); ignored otherwise. Never raises for a set built by
- * buildPeerSet. Mutates the set's smooth WRR state (per worker).
+ * (empty or undefined: round robin, as nginx); a `balancer` with key=: its evaluated key; ignored otherwise.
+ * Never raises for a set built by buildPeerSet with a built-in method. Mutates the picker's per-worker state.
+ * The dispatch is one call through the set's picker (types.ts Picker): no allocation, no closure.
  */
 function pick(set: PeerSet, state: PeerState, tried: Tried, key: string | undefined): number {
-    const kind = set.balKind;
-    if (kind === KIND_RR) return rrPick(set, state, tried);
-    if (kind === KIND_LEAST_CONN) return leastConnPick(set, state, tried);
-    if (kind === KIND_CHASH) return chashPick(set, state, tried, key);
-    if (kind === KIND_HASH) return hashPick(set, state, tried, key);
-    if (kind === KIND_IP_HASH) return ipHashPick(set, state, tried, key);
-    if (kind === KIND_RANDOM) return randomPick(set, state, tried);
-    return random2Pick(set, state, tried);
+    return set.picker.pick(set, state, tried, key);
 }
 
-function kindOf(opts: PeerOptions): number {
+/** The picker of one of nginx's methods (a `balancer` is resolved by name in buildPeerSet). */
+function methodPicker(opts: PeerOptions): Picker {
     const m = opts.method;
-    if (m === "round_robin") return KIND_RR;
-    if (m === "least_conn") return KIND_LEAST_CONN;
-    if (m === "ip_hash") return KIND_IP_HASH;
-    if (m === "hash") return opts.hashConsistent ? KIND_CHASH : KIND_HASH;
-    if (m === "random") return opts.randomTwo ? KIND_RANDOM_TWO : KIND_RANDOM;
+    if (m === "round_robin" || m === "balancer") return ROUND_ROBIN;
+    if (m === "least_conn") return LEAST_CONN;
+    if (m === "ip_hash") return IP_HASH;
+    if (m === "hash") return opts.hashConsistent ? CHASH : HASH;
+    if (m === "random") return opts.randomTwo ? RANDOM_TWO : RANDOM;
     return error("bad argument #2 to 'buildPeerSet' (unknown method '" + tostring(m) + "')", 3);
 }
 
@@ -77,7 +72,18 @@ const NO_RING: number[] = [];
  * method is a caller's bug and raises.
  */
 function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
-    const kind = kindOf(opts);
+    let picker = methodPicker(opts);
+    let config: unknown = undefined;
+    let problem: string | undefined;
+    if (opts.method === "balancer") {
+        const [p, c] = resolvePicker(opts.picker ?? "", opts.pickerArgs);
+        if (p !== undefined) {
+            picker = p;
+            config = c;
+        } else {
+            problem = c as string; // not registered here, or arguments refused: round robin, the caller logs it
+        }
+    }
     const count = peers.length;
     const set: PeerSet = {
         total: count,
@@ -93,7 +99,9 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
         single: false,
         tries: 0,
         totalWeight: 0,
-        balKind: kind,
+        picker,
+        data: undefined,
+        wantsOutcome: false,
         balCurrent: [],
         balEffective: [],
         balStart: [],
@@ -138,7 +146,19 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
         }
     }
     set.single = set.nPrimary === 1 && count === 1;
-    if (kind === KIND_CHASH) buildRing(set, servers);
+    const build = picker.build;
+    if (build !== undefined) {
+        const [ok, data] = pcall(build, set, config, servers);
+        if (ok) {
+            set.data = data;
+        } else {
+            // a registered module's bug (the built-in ones do not raise for a valid set): round robin instead
+            problem = `balancer "${picker.name}": its build failed: ${tostring(data)}`;
+            set.picker = ROUND_ROBIN;
+        }
+    }
+    set.wantsOutcome = set.picker.outcome !== undefined;
+    set.pickerProblem = problem;
     if (opts.noRandomStart !== true) {
         randomStart(set, 1, set.nPrimary);
         randomStart(set, set.nPrimary + 1, set.total);
@@ -147,4 +167,4 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
 }
 
 export { buildPeerSet, pick, noteFailure };
-export type { PeerInit, PeerOptions, PeerSet, PeerState, Tried };
+export type { PeerInit, PeerOptions, PeerSet, PeerState, Picker, Tried };

@@ -4,7 +4,7 @@
 // connections per weight (the second wins ties, as nginx). Fewer than two primaries, or 20 unusable draws:
 // round robin. Pure, hot: no allocation. The draw budget restarts on each try (nginx counts per request).
 import { rrPick } from "./swrr";
-import type { PeerSet, PeerState, Tried } from "./types";
+import type { PeerSet, PeerState, Picker, Tried } from "./types";
 import { HASH_TRIES, primaryAt, usable } from "./walk";
 
 const random = math.random;
@@ -42,4 +42,7 @@ function random2Pick(set: PeerSet, state: PeerState, tried: Tried): number {
     }
 }
 
-export { randomPick, random2Pick };
+const RANDOM: Picker = { name: "random", pick: randomPick };
+const RANDOM_TWO: Picker = { name: "random two", pick: random2Pick };
+
+export { randomPick, random2Pick, RANDOM, RANDOM_TWO };

@@ -7,7 +7,7 @@
 // STATE. current/effective weights live in the set: per worker, like nginx without a `zone`. As in nginx,
 // once a request has tried a backup its later tries stay in the backup tier (nginx switches rrp->peers to
 // the backup list); this is read from `tried`.
-import type { PeerSet, PeerState, Tried } from "./types";
+import type { PeerSet, PeerState, Picker, Tried } from "./types";
 
 /** A candidate is a usable peer (not down, not tried, available), or (MARKED) one whose balConns >= 0. */
 export const USABLE = false;
@@ -114,8 +114,12 @@ function none(_set: PeerSet, _gi: number): number {
     return 0;
 }
 
+function zero(): number {
+    return 0;
+}
+
 /** Every peer available, no connections: the state of a set that has not served yet. */
-const EVERY_PEER: PeerState = { available: always, conns: none };
+const EVERY_PEER: PeerState = { available: always, conns: none, now: zero };
 
 /**
  * Advance smooth WRR over the non-down peers first..last by a random number of steps < their Σ weight, so
@@ -137,4 +141,7 @@ function randomStart(set: PeerSet, first: number, last: number): void {
     for (let s = 1; s <= steps; s++) swrrStep(set, EVERY_PEER, undefined, first, last, undefined, USABLE);
 }
 
-export { swrrStep, tiered, rrPick, noteFailure, randomStart };
+/** The picker of nginx's default method (and the fallback of a `balancer` that cannot be used). */
+const ROUND_ROBIN: Picker = { name: "round_robin", pick: rrPick };
+
+export { swrrStep, tiered, rrPick, noteFailure, randomStart, ROUND_ROBIN };

@@ -8,7 +8,8 @@
 // emits as exactly `set.hosts[gi]`: that is the one idiom for per-peer arrays (no LuaTable views of them).
 // `tried` is keyed by gi; a pick returns gi, or 0 for none.
 
-export type MethodName = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random";
+/** nginx's methods, and "balancer": a picker named by the `balancer NAME` directive (balance/pickers.ts). */
+export type MethodName = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random" | "balancer";
 
 export interface PeerInit {
     /** "host:port" or "unix:/path": the address. */
@@ -37,6 +38,9 @@ export interface PeerOptions {
     randomTwo: boolean;
     /** Tests: start smooth WRR from nginx's zero state instead of a random point of its cycle. */
     noRandomStart?: boolean;
+    /** method "balancer": the picker's name and its `key=value` arguments as written */
+    picker?: string;
+    pickerArgs?: string[];
 }
 
 /** Availability is owned by the caller (shared-memory passive health, active checks, max_conns). */
@@ -46,6 +50,34 @@ export interface PeerState {
     available(set: PeerSet, gi: number): boolean;
     /** active connections to this peer across workers (least_conn, random two) */
     conns(set: PeerSet, gi: number): number;
+    /** the current time in seconds (nginx's cached clock in nginx: ms resolution; any clock in tests) */
+    now(): number;
+}
+
+/**
+ * A PICKER: one balancing method, built-in (round robin, least_conn, ip_hash, hash, hash consistent, random,
+ * random two, ewma) or registered by name from Lua (balance/pickers.ts). The dispatch (peer_set.ts pick) calls
+ * `set.picker.pick`; nothing else in the request path knows which method a set uses.
+ *   validate  apply time (a write, a start, a body from etcd) and once per build: the `balancer NAME k=v ...`
+ *             arguments (k -> v) -> the picker's configuration, or [undefined, reason]. Never per request.
+ *             Built-in nginx methods take their parameters from their own directives and have none.
+ *   build     once per upstream version in each worker that routes to it (and once in the sandbox build of
+ *             the write that makes the version): prepares the version's state (returned; kept as set.data)
+ *             from the peer set, the configuration and the server texts (nginx's peer->server per gi).
+ *   pick      per try: a usable peer (not down, not in `tried`, state.available) as gi, or 0 exactly when
+ *             none is usable; primaries before backups. Allocates nothing.
+ *   outcome   optional; per try that pick returned a peer for, exactly once, in the same worker: ok (false:
+ *             connection error, timeout, or a status the location retries on), and the seconds the try took
+ *             (nginx's cached clock: ms resolution). Its presence sets set.wantsOutcome: the phases pay
+ *             nothing for pickers without it.
+ */
+/** @noSelf */
+export interface Picker {
+    name: string;
+    validate?(args: LuaTable<string, string>): LuaMultiReturn<[unknown, undefined] | [undefined, string]>;
+    build?(set: PeerSet, config: unknown, servers: string[]): unknown;
+    pick(set: PeerSet, state: PeerState, tried: Tried, key: string | undefined): number;
+    outcome?(set: PeerSet, state: PeerState, gi: number, ok: boolean, elapsed: number): void;
 }
 
 /** The request's tried peers (gi -> true), or undefined on a first try. */
@@ -69,9 +101,19 @@ export interface PeerSet {
     /** Σ weight of the primaries, down ones included (nginx's total_weight: the hash modulus). */
     totalWeight: number;
 
+    // ---- the picker ----
+    /** the method's picker: pick() dispatches to picker.pick */
+    picker: Picker;
+    /** what picker.build returned: the picker's own per-version state (undefined for nginx's methods) */
+    data: unknown;
+    /** picker.outcome exists: the balancer and log phases report each try's outcome */
+    wantsOutcome: boolean;
+    /** why the named picker is not used (not registered here, arguments refused): round robin is used */
+    pickerProblem?: string;
+    /** a registered picker's answers that broke the contract (pickers.ts registeredPick) */
+    misPicks?: number;
+
     // ---- picker state: private to the balance modules, precomputed by buildPeerSet ----
-    /** method code (peer_set.ts KIND_*) */
-    balKind: number;
     /** smooth WRR current_weight per gi (mutated by picks) */
     balCurrent: number[];
     /** smooth WRR effective_weight per gi (mutated by picks and noteFailure) */

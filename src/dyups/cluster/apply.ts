@@ -15,7 +15,7 @@ import { Result, StatusResult } from "../errors";
 import { Endpoint, UpstreamRecord } from "../model";
 import { parseBody, validateName } from "../parse/upstream";
 import { resolveEndpoints } from "../dns/resolve";
-import { tryBuild } from "../registry/build";
+import { checkBalancer, tryBuild } from "../registry/build";
 import { canYield } from "../phase";
 import { commit, readRaw } from "../store/command_log";
 import { checkTargets } from "../targets";
@@ -45,6 +45,9 @@ export function prepareRemote(name: string, body: string): Result<UpstreamRecord
     if (lname === undefined || lname !== name) return $multi(undefined, `"${name}" is not a valid upstream name (${nerr ?? "not lowercase"})`);
     const [spec, perr] = parseBody(body);
     if (spec === undefined) return $multi(undefined, perr);
+    // a balancer another node has and this one has not: kept, routed by round robin here (registry/build.ts)
+    const picker = checkBalancer(name, spec, true);
+    if (picker !== undefined) return $multi(undefined, picker);
     let [endpoints] = resolveEndpoints(spec, canYield());
     if (endpoints === undefined) [endpoints] = resolveEndpoints(spec, false); // unresolved names: the DNS timer's job
     if (endpoints === undefined) return $multi(undefined, "cannot resolve its servers");

@@ -86,7 +86,7 @@ function recordJson(rec: UpstreamRecord): unknown {
         };
     }
     return { name: rec.display ?? rec.name, revision: revisionOf(rec), method: rec.spec.method, hash_key: rec.spec.hashKey,
-        keepalive: rec.spec.keepalive, servers, body: rec.body };
+        balancer: rec.spec.picker, keepalive: rec.spec.keepalive, servers, body: rec.body };
 }
 
 function wantsJson(): boolean {

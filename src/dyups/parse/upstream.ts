@@ -2,8 +2,10 @@
 // Parser and validator of nginx `upstream {}` bodies: the dyups POST body, the Lua API's update(body), and the
 // `upstream NAME { ... }` blocks of the upstream file. It accepts what nginx 1.22 (+ the check module, + the
 // `resolve`/`service=` server parameters of nginx >= 1.27.3) accepts in an upstream block, and turns it into an
-// UpstreamSpec. Pure: no ngx.*, no I/O, no DNS (names are checked for syntax only; resolution is the builder's
-// job). Runs in the content phase (admin requests), in init (the upstream file), and under plain LuaJIT in specs.
+// UpstreamSpec; plus dyups's own `balancer NAME [key=value ...]` (a picker by name: its syntax here, whether NAME
+// exists and takes the arguments in the write pipeline, where the registry is known). Pure: no ngx.*, no I/O,
+// no DNS (names are checked for syntax only; resolution is the builder's job). Runs in the content phase (admin
+// requests), in init (the upstream file), and under plain LuaJIT in specs.
 // Cost: O(body length); 10 000 servers parse in a few milliseconds.
 //
 // Error contract: a body that does not parse or validate gives [undefined, reason]; nothing here raises for any
@@ -117,7 +119,7 @@ function parseUint(s: string): number | undefined {
  * a bare trailing number is seconds ("1m30" = 90 s). isSec: nginx's seconds context, which also allows y and M
  * (here it allows ms too); otherwise nginx's milliseconds context, where y and M are refused.
  */
-function parseTime(s: string, isSec: boolean): number | undefined {
+export function parseTime(s: string, isSec: boolean): number | undefined {
     const len = s.length;
     // steps: 0 start, 1 y, 2 M, 3 w, 4 d, 5 h, 6 m, 7 s, 8 ms
     let step = isSec ? 0 : 2;
@@ -339,6 +341,9 @@ interface State {
     hashKey: string | undefined;
     hashConsistent: boolean;
     randomTwo: boolean;
+    picker: string | undefined;
+    pickerArgs: string[] | undefined;
+    pickerKey: string | undefined;
     keepalive: number;
     keepaliveTimeout: number;
     keepaliveTime: number;
@@ -379,7 +384,7 @@ function inServer(index: number): string {
 }
 
 function supportsBackup(method: Method): boolean {
-    return method === "round_robin" || method === "least_conn";
+    return method === "round_robin" || method === "least_conn" || method === "balancer";
 }
 
 function serverDirective(st: State, n: number, args: string[], lines: number[]): string | undefined {
@@ -574,6 +579,68 @@ function randomDirective(st: State, n: number, args: string[], lines: number[]):
     return undefined;
 }
 
+/** Names for the `balancer` directive: a letter, then letters, digits and "_". */
+export const BALANCER_NAME_PATTERN = "^[A-Za-z][A-Za-z0-9_]*$";
+export const MAX_BALANCER_NAME = 64;
+const NGINX_METHODS = new LuaTable<string, boolean>();
+for (const m of ["round_robin", "least_conn", "ip_hash", "hash", "random"]) NGINX_METHODS.set(m, true);
+
+/** Why NAME cannot name a picker (its syntax, or one of nginx's own methods), or undefined. */
+export function balancerNameProblem(name: string): string | undefined {
+    if (name.length > MAX_BALANCER_NAME || find(name, BALANCER_NAME_PATTERN)[0] === undefined) {
+        return "invalid balancer name " + quote(name) + ': a letter, then letters, digits or "_" (at most ' + MAX_BALANCER_NAME + ")";
+    }
+    if (NGINX_METHODS.get(name) === true) return quote(name) + " is an nginx method: use its own directive";
+    return undefined;
+}
+
+/**
+ * `balancer NAME [key=value ...]`: a picker by name (balance/pickers.ts), a balancing method like least_conn.
+ * Syntax only: whether NAME is registered and whether it takes these arguments is decided by the write
+ * pipeline, where the registry is known. key= is dyups's own: a complex value (like hash's key) evaluated per
+ * request and given to the picker.
+ */
+function balancerDirective(st: State, n: number, args: string[], lines: number[]): string | undefined {
+    if (n < 2) return argsError("balancer");
+    const name = args[1];
+    const bad = balancerNameProblem(name);
+    if (bad !== undefined) {
+        st.errLine = lines[1];
+        return bad + ' in "balancer" directive';
+    }
+    const seen = new LuaTable<string, boolean>();
+    const argv: string[] = [];
+    let key: string | undefined;
+    for (let i = 3; i <= n; i++) {
+        const w = args[i - 1];
+        const [k, v] = match(w, "^([A-Za-z_][A-Za-z0-9_]*)=(.*)$");
+        if (k === undefined || v === undefined) {
+            st.errLine = lines[i - 1];
+            return "invalid parameter " + quote(w) + ' in "balancer" directive';
+        }
+        if (seen.get(k) === true) {
+            st.errLine = lines[i - 1];
+            return "duplicate parameter " + quote(k) + ' in "balancer" directive';
+        }
+        seen.set(k, true);
+        if (k === "key") {
+            const verr = v === "" ? "empty key" : checkVariables(v);
+            if (verr !== undefined) {
+                st.errLine = lines[i - 1];
+                return verr + ' in "balancer" directive';
+            }
+            key = v;
+        }
+        argv[i - 3] = w;
+    }
+    const err = setMethod(st, "balancer", "balancer");
+    if (err !== undefined) return err;
+    st.picker = name;
+    st.pickerArgs = argv;
+    st.pickerKey = key;
+    return undefined;
+}
+
 function keepaliveDirective(st: State, n: number, args: string[]): string | undefined {
     if (n !== 2) return argsError("keepalive");
     const dup = duplicate(st, "keepalive");
@@ -751,6 +818,7 @@ HANDLERS.set("ip_hash", ipHashDirective);
 HANDLERS.set("least_conn", leastConnDirective);
 HANDLERS.set("hash", hashDirective);
 HANDLERS.set("random", randomDirective);
+HANDLERS.set("balancer", balancerDirective);
 HANDLERS.set("keepalive", keepaliveDirective);
 HANDLERS.set("keepalive_timeout", keepaliveTimeoutDirective);
 HANDLERS.set("keepalive_requests", keepaliveRequestsDirective);
@@ -782,6 +850,9 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         hashKey: undefined,
         hashConsistent: false,
         randomTwo: false,
+        picker: undefined,
+        pickerArgs: undefined,
+        pickerKey: undefined,
         keepalive: 0,
         keepaliveTimeout: DEFAULT_KEEPALIVE_TIMEOUT,
         keepaliveTime: DEFAULT_KEEPALIVE_TIME,
@@ -844,6 +915,9 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         hashKey: st.hashKey,
         hashConsistent: st.hashConsistent,
         randomTwo: st.randomTwo,
+        picker: st.picker,
+        pickerArgs: st.pickerArgs,
+        pickerKey: st.pickerKey,
         keepalive: st.keepalive,
         keepaliveTimeout: st.keepaliveTimeout,
         keepaliveTime: st.keepaliveTime,

@@ -8,6 +8,8 @@
 // same pinned version. Log phase: report the last try's outcome, close the connection count, release the
 // pin and the slot; the last holder of a retired version unlinks it. A request that never reached this
 // balancer costs the log phase one table lookup.
+// A picker that wants outcomes (peers.wantsOutcome: ewma, registered ones) is told each try's outcome and time
+// (balance/outcome.ts).
 // Passive and active health are read from this worker's cache (store/peer_health.ts), refreshed by the
 // timer (healthSync every sync_interval) and at once by this worker's own reports: no shm read per request.
 // Unknown upstream or no available peer: no peer is set, so nginx falls back to the placeholder server
@@ -19,6 +21,7 @@ import { lookup, releaseRetired, sync } from "../registry/sync";
 import { connClose, connOpen, peerState, Peers, picked, reportFailure, reportSuccess } from "../store/peer_health";
 import { closeSlot, openSlot, requestKey, Slot, slotOf, triedOf } from "./request_slot";
 import { countRetry, countTry, observe } from "../metrics/counters";
+import { noteOutcome } from "../balance/outcome";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
@@ -59,7 +62,7 @@ function hashKey(ver: UpstreamVersion): string {
 function keyFor(ver: UpstreamVersion): string | undefined {
     const m = ver.method;
     if (m === "ip_hash") return ngx.var.remote_addr;
-    if (m === "hash") return hashKey(ver);
+    if (ver.keyParts > 0) return hashKey(ver); // hash KEY, or a balancer's key=
     return undefined;
 }
 
@@ -97,10 +100,14 @@ function release(key: number, slot: Slot, report: boolean): void {
     observe(ver, gi, slot.tt, report);
     if (gi > 0) {
         if (slot.conn) connClose(peers, gi);
-        if (report && peers.anyMaxFails) {
+        if (report && (peers.anyMaxFails || peers.wantsOutcome)) {
             const fs = slot.fstatus;
-            if (lastTryFailed() || (fs !== 0 && fs === ngx.status)) reportFailure(peers, gi);
-            else reportSuccess(peers, gi);
+            const failed = lastTryFailed() || (fs !== 0 && fs === ngx.status);
+            if (peers.anyMaxFails) {
+                if (failed) reportFailure(peers, gi);
+                else reportSuccess(peers, gi);
+            }
+            if (peers.wantsOutcome) noteOutcome(peers, peerState, gi, !failed, now() - slot.ts);
         }
     }
     closeSlot(key, slot);
@@ -129,6 +136,7 @@ function pickPeer(gate: boolean): void {
             if (prev > 0) {
                 countRetry(ver, prev, state, code);
                 const peers = ver.peers;
+                if (peers.wantsOutcome) noteOutcome(peers, peerState, prev, state !== "failed", now() - slot.ts);
                 if (state === "failed") {
                     reportFailure(peers, prev);
                     // a status that failed a try is one of this location's proxy_next_upstream conditions
@@ -178,6 +186,7 @@ function pickPeer(gate: boolean): void {
         return;
     }
     countTry(v, gi, slot.tried !== undefined);
+    if (peers.wantsOutcome) slot.ts = now(); // the try's start: its outcome reports its time (ms resolution)
     const port = peers.ports[gi - 1];
     const host = peers.hosts[gi - 1];
     let ok: true | undefined;

@@ -37,6 +37,8 @@ export interface Slot {
     t0: number;
     /** ngx.now() of the request's first try (metrics/counters.ts: response time) */
     tt: number;
+    /** ngx.now() of the current try, for pickers that want outcomes (balance/outcome.ts) */
+    ts: number;
 }
 
 const get_request = base.get_request;
@@ -162,7 +164,7 @@ function openSlot(key: number, ver: UpstreamVersion, t0: number): Slot {
         pool.delete(pooled);
         pooled = pooled - 1;
     } else {
-        s = { ver: undefined, gi: 0, conn: false, tried: undefined, spare: undefined, fstatus: 0, t0: 0, tt: 0 };
+        s = { ver: undefined, gi: 0, conn: false, tried: undefined, spare: undefined, fstatus: 0, t0: 0, tt: 0, ts: 0 };
     }
     s.ver = ver;
     s.t0 = t0;

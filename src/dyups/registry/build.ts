@@ -1,15 +1,25 @@
 /** @noSelfInFile */
 // Building the immutable UpstreamVersion a worker routes by, from a stored record: its peer set (balance/),
-// the per-peer shm keys (store/peer_health.ts) and the parts of a `hash` key. Pure but for the key names.
-// Runs wherever a version is built: the registry's catch-up and lazy builds (any phase, balancer included)
-// and the write pipeline's sandbox build. O(endpoints), plus the ring of `hash ... consistent`.
+// the per-peer shm keys (store/peer_health.ts), the parts of a `hash` (or `balancer ... key=`) key, and for
+// `balancer ewma` the score snapshots other workers published (store/ewma.ts: one shm get per peer). A
+// `balancer NAME` that cannot be used here is built as round robin and logged (checkBalancer decides the
+// same question at apply time). Runs wherever a version is built: the registry's catch-up and lazy builds
+// (any phase, balancer included) and the write pipeline's sandbox build. O(endpoints), plus the ring of
+// `hash ... consistent`.
 import { buildPeerSet } from "../balance/peer_set";
+import { resolvePicker, setPickerWarning } from "../balance/pickers";
 import type { PeerInit } from "../balance/types";
 import type { Result } from "../errors";
-import { Endpoint, UpstreamRecord } from "../model";
+import { Endpoint, UpstreamRecord, UpstreamSpec } from "../model";
 import { attachChecks } from "../health/attach";
 import { attachPeerKeys, entryIds, forgetEntries, Peers } from "../store/peer_health";
 import type { VersionCounters } from "../metrics/counters";
+import { seedEwma } from "../store/ewma";
+
+function warnPicker(this: void, msg: string): void {
+    ngx.log(ngx.ERR, "dyups: ", msg);
+}
+setPickerWarning(warnPicker);
 
 export interface UpstreamVersion {
     name: string;
@@ -21,7 +31,7 @@ export interface UpstreamVersion {
     keepalive: number;
     keepaliveTimeout: number;
     keepaliveRequests: number;
-    /** hash KEY split into literal text and variable names (hash method only) */
+    /** hash KEY, or a balancer's key=, split into literal text and variable names (else keyParts 0) */
     keyLits?: string[];
     keyVars?: string[];
     keyParts: number;
@@ -126,6 +136,26 @@ export function releaseVanished(before: UpstreamRecord | undefined, after: Upstr
 }
 
 /**
+ * Apply time: a `balancer NAME [k=v ...]` is refused (the reason) when NAME is registered but refuses its
+ * arguments, and when NAME is not registered in this Lua VM, unless `lenient`: bodies that reach this nginx
+ * without a client to answer (init()'s upstream_conf and state file, which run before init_worker_by_lua
+ * registrations; bodies from etcd, written by a node that has the picker) are then kept as written, with a
+ * warning, and routed by round robin by any worker where NAME is not registered when it builds them
+ * (buildVersion logs that at each build). Undefined for every other body.
+ */
+export function checkBalancer(name: string, spec: UpstreamSpec, lenient: boolean): string | undefined {
+    if (spec.method !== "balancer") return undefined;
+    const [p, reason, known] = resolvePicker(spec.picker ?? "", spec.pickerArgs);
+    if (p !== undefined) return undefined;
+    if (known === false && lenient) {
+        ngx.log(ngx.WARN, "dyups: upstream ", name, ": ", reason, " yet: kept as written; a worker where it is not ",
+            "registered when it builds the upstream routes it by round robin");
+        return undefined;
+    }
+    return reason as string;
+}
+
+/**
  * Builds the immutable version of a validated record. O(endpoints) (+ the consistent-hash ring).
  * Contract: records are validated before they are written, so this cannot fail for one; a record that is
  * not valid is a caller's bug and raises (see tryBuild for the guarded form).
@@ -137,7 +167,15 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         method: spec.method,
         hashConsistent: spec.hashConsistent === true,
         randomTwo: spec.randomTwo === true,
+        picker: spec.picker,
+        pickerArgs: spec.pickerArgs,
     });
+    if (set.pickerProblem !== undefined) {
+        // a stored upstream whose `balancer` cannot be used in this worker (not registered in this nginx, or its
+        // arguments refused where they were not checked: a start, etcd): kept as written, routed by round robin
+        ngx.log(ngx.ERR, "dyups: upstream ", rec.name, " revision ", rec.rev, ": ", set.pickerProblem,
+            "; routing it by round robin in this worker until the balancer can be used (a reload that registers it)");
+    }
     // connections are counted where the method picks by them (least_conn, random two), where max_conns
     // limits them, and where a server is drained (the JSON API shows an operator when it is empty)
     let drained = false;
@@ -145,12 +183,14 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
     const countConns = drained || spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
     const peers = attachPeerKeys(set, rec.name, countConns);
     attachChecks(peers, spec);
+    seedEwma(peers);
     const ver: UpstreamVersion = {
         name: rec.name, rev: rec.rev, method: spec.method, peers, keyParts: 0, refs: 0, retired: false,
         keepalive: spec.keepalive, keepaliveTimeout: spec.keepaliveTimeout, keepaliveRequests: spec.keepaliveRequests,
     };
-    if (spec.method === "hash" && spec.hashKey !== undefined) {
-        const [lits, vars, parts] = splitKey(spec.hashKey);
+    const key = spec.method === "hash" ? spec.hashKey : spec.pickerKey;
+    if (key !== undefined) {
+        const [lits, vars, parts] = splitKey(key);
         ver.keyLits = lits;
         ver.keyVars = vars;
         ver.keyParts = parts;

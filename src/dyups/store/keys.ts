@@ -37,6 +37,11 @@
 //                          states), so workers cache them and re-read only when it moves (one get per request).
 //   k:<e>        number   active requests to the entry across workers (least_conn, random two, max_conns,
 //                          drain); deleted when it falls to 0.
+// Latency-aware balancing (store/ewma.ts), per server entry <e> of an upstream with `balancer ewma`:
+//   ew:<e>       string   "<score> <stamp>": a worker's peak-EWMA of the entry's response times (seconds) and
+//                          the time (ngx.now()) it was last updated. Written by each worker's timer at most once
+//                          a second when it had outcomes (last writer wins); read when a worker builds a version,
+//                          never per request. TTL 20 half-lives, at least 60 s (then the score is negligible).
 // DNS (store/dns.ts)
 //   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next
 //                          refresh time, error, stale-since. <key> is "a:<host>" (A, else AAAA) or
@@ -117,6 +122,7 @@ export const ACCESSED_PREFIX = "fa:";
 export const CHECKED_PREFIX = "fc:";
 export const CONNS_PREFIX = "k:";
 export const HEALTH_GEN = "hg";
+export const EWMA_PREFIX = "ew:";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
 export const AUTH_FAIL_PREFIX = "af:";

@@ -195,7 +195,7 @@ function conns(set: PeerSet, gi: number): number {
 }
 
 /** The PeerState the balancer picks with. */
-const peerState: PeerState = { available, conns };
+const peerState: PeerState = { available, conns, now };
 
 /** A try on peer gi failed (connect error, timeout, or a proxy_next_upstream condition). */
 function reportFailure(set: Peers, gi: number): void {
