@@ -5,7 +5,7 @@ local modules = { "peer_set", "swrr", "least_conn", "walk", "hash", "chash", "ra
   "pickers", "outcome" }
 local hot = {
   peer_set = { "pick" },
-  swrr = { "swrrStep", "inBackupTier", "tiered", "swrrRange", "rrPick", "noteFailure" },
+  swrr = { "swrrStep", "visit", "swrrFew", "inBackupTier", "tiered", "swrrRange", "rrPick", "noteFailure" },
   least_conn = { "leastConnRange", "leastConnPick" },
   walk = { "primaryAt", "usable" },
   hash = { "ipHashPick", "hashPick" },

@@ -326,3 +326,22 @@ describe("metrics counters", function()
     assert.equal("error", hooks.dnsResult("no DNS client (resty.dns.resolver) installed"))
   end)
 end)
+
+describe("response-time buckets", function()
+  it("bucketOf is the first bucket whose bound holds dt (the loop it replaces), at and around every bound", function()
+    fake.unload()
+    fake.install()
+    local c = require("dyups.metrics.counters")
+    local function byLoop(dt)
+      local b = 1
+      while b < c.BUCKETS and dt > c.BOUNDS[b] do b = b + 1 end
+      return b
+    end
+    local values = { 0, -1, 1e-9, 100, 1e9 }
+    for _, bound in ipairs(c.BOUNDS) do
+      for _, d in ipairs({ -1e-6, 0, 1e-6 }) do values[#values + 1] = bound + d end
+    end
+    for i = 1, 2000 do values[#values + 1] = math.random() * 12 end
+    for _, dt in ipairs(values) do assert.equal(byLoop(dt), c.bucketOf(dt), tostring(dt)) end
+  end)
+end)

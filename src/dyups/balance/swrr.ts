@@ -53,6 +53,50 @@ function swrrStep(set: PeerSet, state: PeerState, tried: Tried, first: number, l
     return best;
 }
 
+// The same step without a loop, for a tier of at most 4 peers (most upstreams). LuaJIT cannot compile a
+// loop into the root trace of a phase handler ("inner loop in root trace"): a balancer that reaches one on
+// every request runs interpreted up to it, its ngx.var read and FFI calls included. The accumulators are
+// module-level so that nothing is allocated.
+let vBest = 0;
+let vCurrent = 0;
+let vTotal = 0;
+
+function visit(set: PeerSet, state: PeerState, tried: Tried, gi: number): void {
+    if (set.down[gi - 1]) return;
+    if (tried !== undefined && tried.get(gi) === true) return;
+    if (!state.available(set, gi)) return;
+    const current = set.balCurrent;
+    const effective = set.balEffective;
+    const e = effective[gi - 1];
+    const c = current[gi - 1] + e;
+    current[gi - 1] = c;
+    vTotal = vTotal + e;
+    if (e < set.weights[gi - 1]) effective[gi - 1] = e + 1;
+    if (vBest === 0 || c > vCurrent) {
+        vBest = gi;
+        vCurrent = c;
+    }
+}
+
+/** swrrStep (USABLE, consecutive) over first..last when that is at most 4 peers; the same picks, no loop. */
+function swrrFew(set: PeerSet, state: PeerState, tried: Tried, first: number, last: number): number {
+    if (first > last) return 0;
+    vBest = 0;
+    vCurrent = 0;
+    vTotal = 0;
+    visit(set, state, tried, first);
+    if (first + 1 <= last) {
+        visit(set, state, tried, first + 1);
+        if (first + 2 <= last) {
+            visit(set, state, tried, first + 2);
+            if (first + 3 <= last) visit(set, state, tried, first + 3);
+        }
+    }
+    const best = vBest;
+    if (best !== 0) set.balCurrent[best - 1] = vCurrent - vTotal;
+    return best;
+}
+
 /** True when this request already tried a backup: nginx then stays in the backup tier. */
 function inBackupTier(set: PeerSet, tried: Tried): boolean {
     if (tried === undefined) return false;
@@ -79,6 +123,7 @@ function tiered(range: RangePick, set: PeerSet, state: PeerState, tried: Tried):
 }
 
 function swrrRange(set: PeerSet, state: PeerState, tried: Tried, first: number, last: number): number {
+    if (last - first < 4) return swrrFew(set, state, tried, first, last);
     return swrrStep(set, state, tried, first, last, undefined, USABLE);
 }
 

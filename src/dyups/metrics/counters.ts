@@ -192,6 +192,24 @@ function countRetry(ver: UpstreamVersion, prev: number, state: string | undefine
  * for the peer, and the time since the first try. known = false: a request whose log phase never ran (its
  * per-request state is released later, as stale): only its last try is closed (nothing else is known).
  */
+/**
+ * The response-time bucket of dt: the first b with dt <= BOUNDS[b - 1], else BUCKETS (+Inf). A search
+ * without a loop: a loop here would keep LuaJIT from compiling the log phase handler that calls it.
+ */
+function bucketOf(dt: number): number {
+    if (dt <= BOUNDS[4]) {
+        if (dt <= BOUNDS[1]) return dt <= BOUNDS[0] ? 1 : 2;
+        if (dt <= BOUNDS[2]) return 3;
+        return dt <= BOUNDS[3] ? 4 : 5;
+    }
+    if (dt <= BOUNDS[7]) {
+        if (dt <= BOUNDS[5]) return 6;
+        return dt <= BOUNDS[6] ? 7 : 8;
+    }
+    if (dt <= BOUNDS[9]) return dt <= BOUNDS[8] ? 9 : 10;
+    return dt <= BOUNDS[10] ? 11 : BUCKETS;
+}
+
 function observe(ver: UpstreamVersion, gi: number, t0: number, known: boolean): void {
     if (!enabled) return;
     const vc = ver.mc ?? attach(ver);
@@ -218,8 +236,7 @@ function observe(ver: UpstreamVersion, gi: number, t0: number, known: boolean): 
         else if (k > 0) c.set(P_CLASS + k, c.get(P_CLASS + k) + 1);
         if (!p.dirty) mark(p);
         const dt = now() - t0;
-        let b = 1;
-        while (b < BUCKETS && dt > BOUNDS[b - 1]) b = b + 1;
+        const b = bucketOf(dt);
         uc.set(U_BUCKET + b, uc.get(U_BUCKET + b) + 1);
         uc.set(U_SUM, uc.get(U_SUM) + dt);
     }
@@ -289,5 +306,5 @@ export function dropPeer(u: UpstreamSlot, id: string): Slot | undefined {
     return p;
 }
 
-export { countTry, countRetry, observe };
+export { countTry, countRetry, observe, bucketOf };
 export { U_REQ, U_RETRY, U_CLASS, U_SUM, U_BUCKET, BUCKETS, U_N, P_TRY, P_DONE, P_CLASS, P_FAIL_CONNECT, P_FAIL_READ, P_N, BOUNDS };
