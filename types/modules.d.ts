@@ -109,10 +109,28 @@ declare module "ngx.process" {
 }
 
 
+// lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).
+declare module "ngx.semaphore" {
+    export interface Semaphore {
+        /** ok, err ("timeout") */
+        wait(this: Semaphore, seconds: number): LuaMultiReturn<[boolean, string | undefined]>;
+        post(this: Semaphore, n?: number): void;
+        count(this: Semaphore): number;
+    }
+    /** @noSelf */
+    function create(n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
+    export { create as new };
+}
+
 // LuaJIT's FFI, as a module (it is not a global in OpenResty): `import * as ffi from "ffi"`.
 declare module "ffi" {
     export function cdef(defs: string): void;
     export const C: unknown;
     /** the C errno of the last call through the FFI */
     export function errno(): number;
+    /** a C value of type `ct` from `v` (e.g. a Lua string as "const char *") */
+    export function cast(ct: string, v: unknown): unknown;
+    /** a Lua string from a C pointer (NUL-terminated, or `len` bytes) */
+    function string_(p: unknown, len?: number): string;
+    export { string_ as string };
 }

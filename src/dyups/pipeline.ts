@@ -13,9 +13,12 @@ import { Endpoint, UpstreamRecord } from "./model";
 import { parseBody, validateName } from "./parse/upstream";
 import { canYield } from "./phase";
 import { resolveEndpoints } from "./dns/resolve";
+import { getOptions } from "./options";
 import { tryBuild } from "./registry/build";
-import { catchUp } from "./registry/sync";
-import { commit, namesInOrder, readRecord } from "./store/command_log";
+import * as order from "./registry/order";
+import { catchUp, sync } from "./registry/sync";
+import { stateWritable } from "./state/save";
+import { commit, readRecord } from "./store/command_log";
 
 export const ADD_FAILED = "add server failed";
 
@@ -29,10 +32,18 @@ export function prepare(name: string, body: string, source: string): Result<Upst
     return $multi(rec, undefined);
 }
 
+/** state_file_strict: [undefined] when writes may go on, else the 503 reason (the state cannot be saved). */
+function unsaved(): string | undefined {
+    if (!getOptions().state_file_strict) return undefined;
+    const [ok, why] = stateWritable();
+    return ok ? undefined : `cannot save the state: ${why}; nothing was changed (state_file_strict)`;
+}
+
 /**
  * Create or replace upstream NAME. Returns the new version, or [undefined, reason, status]: 400 "add server
  * failed: REASON"; 409 "wait and try again\n" (lock busy); 412 (expectRev mismatch); 429 (max_upstreams);
- * 507 (dict full); 500 (a bug: the sandbox build failed; logged at alert).
+ * 503 (state_file_strict: the state cannot be saved); 507 (the dict's budget, or the dict, is full); 500
+ * (a bug: the sandbox build failed; logged at alert).
  */
 export function update(name: string, body: string, expectRev?: number, source?: string): StatusResult<number> {
     const [lname, nerr] = validateName(name);
@@ -41,16 +52,20 @@ export function update(name: string, body: string, expectRev?: number, source?: 
     if (rec === undefined) return $multi(undefined, `${ADD_FAILED}: ${err}`, 400);
     const [ver, berr] = tryBuild(rec);
     if (ver === undefined) return $multi(undefined, `${ADD_FAILED}: ${berr}`, 500);
+    const why = unsaved();
+    if (why !== undefined) return $multi(undefined, `${ADD_FAILED}: ${why}`, 503);
     const [v, reason, status] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
     catchUp();
     return $multi(v, undefined, undefined);
 }
 
-/** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412. */
+/** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412, 503. */
 export function remove(name: string, expectRev?: number): StatusResult<number> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(undefined, "not found uptream", 404);
+    const why = unsaved();
+    if (why !== undefined) return $multi(undefined, why, 503);
     const [v, reason, status] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(undefined, reason, status);
     catchUp();
@@ -64,7 +79,8 @@ export function get(name: string): UpstreamRecord | undefined {
     return readRecord(lname);
 }
 
-/** Names of all upstreams, in creation order. */
+/** Names of all upstreams, in creation order (this worker's registry, caught up first). O(n). */
 export function list(): string[] {
-    return namesInOrder();
+    sync();
+    return order.all();
 }

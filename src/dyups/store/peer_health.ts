@@ -1,7 +1,9 @@
 /** @noSelfInFile */
 // Cross-worker peer state in the dict, keyed by peer address (so it survives upstream changes): passive
 // health (nginx's max_fails / fail_timeout) and active request counts (least_conn, max_conns), with the
-// per-worker cache that keeps them to one shm read per request. Keys: f:<peer>, d:<peer>, hg, k:<peer>
+// per-worker cache that keeps them to one shm read per request. Keys are created with safe_add/safe_set, never
+// with incr's init value or set (both evict other keys, configuration included, from a full dict): in a full
+// dict a count that cannot be created is not kept, and routing goes on. Keys: f:<peer>, d:<peer>, hg, k:<peer>
 // (store/keys.ts). Phases: balancer and log (shm get/incr/set only: no locks, no yields), and any phase
 // that builds a version (peerKeys).
 //
@@ -110,6 +112,20 @@ function conns(set: PeerSet, gi: number): number {
 /** The PeerState the balancer picks with. */
 const peerState: PeerState = { available, conns };
 
+/**
+ * Adds one to the counter KEY, creating it (TTL ttl, 0: none) with safe_add: incr with an init value would
+ * evict other keys (configuration included) from a full dict to make room. Undefined when it cannot be
+ * created (the dict is full: this count is not kept).
+ */
+function count(sd: NgxSharedDict, key: string, ttl: number): number | undefined {
+    const [n] = sd.incr(key, 1);
+    if (n !== undefined) return n;
+    const [ok] = sd.safe_add(key, 1, ttl);
+    if (ok) return 1;
+    const [again] = sd.incr(key, 1); // added by another worker meanwhile
+    return again;
+}
+
 /** A try on peer gi failed (connect error, timeout, or a proxy_next_upstream condition). */
 function reportFailure(set: Peers, gi: number): void {
     const maxFails = set.maxFails[gi - 1];
@@ -118,17 +134,17 @@ function reportFailure(set: Peers, gi: number): void {
     const ft = set.failTimeouts[gi - 1];
     const sd = shared ?? d();
     const fkey = set.fkeys[gi - 1];
-    const [n] = sd.incr(fkey, 1, 0, ft);
+    const n = count(sd, fkey, ft);
     if (n !== undefined && n >= maxFails) {
-        sd.set(set.dkeys[gi - 1], now() + ft, ft);
+        sd.safe_set(set.dkeys[gi - 1], now() + ft, ft);
         // keep the count past the down mark, so one more failure after fail_timeout marks it down again
         sd.expire(fkey, ft * 2);
         ngx.log(ngx.WARN, "dyups: upstream server temporarily disabled: ", set.ids[gi - 1],
             " (", n, " failures within ", ft, "s)");
     }
     // after the writes: a worker that sees the new generation reads them
-    const [gen] = sd.incr(HEALTH_GEN, 1, 0);
-    flush((gen as number | undefined) ?? -1);
+    const gen = count(sd, HEALTH_GEN, 0);
+    flush(gen ?? -1);
 }
 
 /** A try on peer gi succeeded: clear its failure count (no shm access when the cache says there is none). */
@@ -146,13 +162,13 @@ function reportSuccess(set: Peers, gi: number): void {
 }
 
 function connOpen(set: Peers, gi: number): void {
-    (shared ?? d()).incr(set.kkeys[gi - 1], 1, 0);
+    count(shared ?? d(), set.kkeys[gi - 1], 0);
 }
 
 function connClose(set: Peers, gi: number): void {
     const sd = shared ?? d();
     const key = set.kkeys[gi - 1];
-    const [n] = sd.incr(key, -1, 0);
+    const [n] = sd.incr(key, -1);
     if (n !== undefined && n <= 0) sd.delete(key);
 }
 

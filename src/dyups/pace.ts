@@ -1,0 +1,45 @@
+/** @noSelfInFile */
+// Pacing for long jobs in a yieldable phase (a streamed /detail, a state-file save): after about SLICE seconds
+// of work, give the worker's event loop a turn, so that requests on the same worker wait at most that long.
+// The turn: a 0 ms timer posts a semaphore the job waits on, so the job resumes right after the I/O events
+// that were ready are handled. (ngx.sleep(0) would do the same only with OpenResty's delayed-events patch,
+// which Debian's nginx lacks: there it logs a warning at every call; ngx.sleep(0.001) would idle 1 ms per turn.)
+// Cost: one clock update per call (vDSO); per turn one timer and two coroutine switches (~10 us).
+import type { Semaphore } from "ngx.semaphore";
+
+/** lua-resty-core's ngx.semaphore, loaded on first use (it needs a real nginx; specs load this module without one) */
+let semaphores: { new: (this: void, n?: number) => LuaMultiReturn<[Semaphore | undefined, string | undefined]> } | undefined;
+
+/** seconds of work between turns */
+const SLICE = 0.001;
+
+export interface Pacer {
+    since: number;
+    sema?: Semaphore;
+}
+
+export function newPacer(): Pacer {
+    ngx.update_time();
+    return { since: ngx.now() };
+}
+
+function wake(_premature: boolean, sema: Semaphore): void {
+    sema.post(1);
+}
+
+/** Yields if this job has worked for a slice since its last turn. Yieldable phases only. */
+export function pace(p: Pacer): void {
+    ngx.update_time();
+    if (ngx.now() - p.since < SLICE) return;
+    if (semaphores === undefined) semaphores = require("ngx.semaphore");
+    if (p.sema === undefined && semaphores !== undefined) [p.sema] = semaphores.new(0);
+    const sema = p.sema;
+    let woken = false;
+    if (sema !== undefined) {
+        const [ok] = ngx.timer.at(0, wake, sema);
+        if (ok === true) woken = sema.wait(1)[0];
+    }
+    if (!woken) ngx.sleep(0.001);
+    ngx.update_time();
+    p.since = ngx.now();
+}
