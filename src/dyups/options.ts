@@ -95,6 +95,7 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.dns_max_ttl >= o.dns_min_ttl)) return $multi(undefined, `option "dns_max_ttl" must be >= dns_min_ttl`);
     if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
     if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
+    if (o.state_file_strict && o.state_file === undefined) return $multi(undefined, `option "state_file_strict" needs "state_file"`);
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {
             if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {

@@ -43,12 +43,19 @@ const FILL = `
   server { listen 127.0.0.1:FILLPORT;
     location /fill { content_by_lua_block {
       local d = ngx.shared[ngx.var.arg_dict]
+      local free = tonumber(ngx.var.arg_free)
+      if free then -- make a little room again: drop the last (smallest) fillers
+        local last = d:get("zz:last")
+        for i = last - free + 1, last do d:delete("zz:fill:" .. i) end
+        return ngx.say(free)
+      end
       local n = 0
       for _, size in ipairs({ 16000, 1900, 900, 400, 150, 40, 0 }) do
         while true do
           n = n + 1
           local ok = d:safe_set("zz:fill:" .. n, size > 0 and string.rep("x", size) or n)
           if not ok then break end
+          d:safe_set("zz:last", n)
         end
       end
       ngx.say(n)
@@ -84,9 +91,13 @@ describe("a full 1 MB dict", () => {
     assert.equal(r.status, 507, r.body);
     assert.equal((await status(ng)).version, s.version, "no version was used");
 
-    // 2. now the dict itself: fill every byte that is left
-    const filled = await request(fp, "GET", "/fill?dict=small");
-    assert.equal(filled.status, 200);
+    // 2. now the dict itself, with room in the budget: delete 20 upstreams, fill every byte that is left, then
+    // free room for a log entry, not for a record (the issue's case: the old safe_set of the record freed the
+    // old record before it failed)
+    for (let i = n - 20; i < n; i++) assert.equal((await ng.del(`/upstream/u${i}`)).status, 200);
+    n -= 20;
+    assert.equal((await request(fp, "GET", "/fill?dict=small")).status, 200);
+    assert.equal((await request(fp, "GET", "/fill?dict=small&free=4")).status, 200);
     r = await ng.post("/upstream/u3", `${pad(12000)}server 127.0.0.1:${b};`, { headers: {} });
     assert.equal(r.status, 507, r.body);
     assert.match(r.body, /shared dict "small" is full/);
@@ -99,7 +110,8 @@ describe("a full 1 MB dict", () => {
     const px = await Promise.all(Array.from({ length: 8 }, () => ng.proxy("u3")));
     assert.ok(px.every((x) => x.status === 200 && x.body === String(a)), "u3 still routes to its old peer");
 
-    // 3. a shrinking write (smaller body, another peer) goes through in place
+    // 3. completely full again: a shrinking write (smaller body, another peer) goes through in place
+    assert.equal((await request(fp, "GET", "/fill?dict=small")).status, 200);
     r = await ng.post("/upstream/u4", `${pad(100)}server 127.0.0.1:${b};`);
     assert.equal(r.status, 200, r.body);
     s = await converged(ng);

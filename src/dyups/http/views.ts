@@ -79,10 +79,12 @@ interface Stream {
     /** the client went away */
     closed: boolean;
     pacer: Pacer;
+    /** st.size at the last item */
+    mark: number;
 }
 
 function newStream(contentType?: string): Stream {
-    return { contentType, buf: [], n: 0, size: 0, items: 0, started: false, closed: false, pacer: newPacer() };
+    return { contentType, buf: [], n: 0, size: 0, items: 0, started: false, closed: false, pacer: newPacer(), mark: 0 };
 }
 
 function headers(st: Stream, length?: number): void {
@@ -118,8 +120,10 @@ function put(st: Stream, s: string): void {
 /** One upstream done: send a piece when enough is buffered; let others run after a slice of work. */
 function item(st: Stream): void {
     st.items = st.items + 1;
+    const bytes = st.size - st.mark;
     if (st.size >= CHUNK || st.items >= ITEMS) sendPiece(st);
-    pace(st.pacer);
+    st.mark = st.size;
+    pace(st.pacer, bytes);
 }
 
 /** Ends the answer: whole with a Content-Length when it never streamed. */

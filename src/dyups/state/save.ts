@@ -95,7 +95,7 @@ function put(w: Writer, s: string): void {
     w.buf[w.n - 1] = s;
     w.size = w.size + s.length;
     if (w.size >= CHUNK) flushChunk(w);
-    if (!ngx.worker.exiting()) pace(w.pacer);
+    if (!ngx.worker.exiting()) pace(w.pacer, s.length);
 }
 
 interface Written {
