@@ -21,7 +21,7 @@ import { prepare } from "./pipeline";
 import { catchUp, heartbeat, sync } from "./registry/sync";
 import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { upstreamsThatFit } from "./store/budget";
-import { commit, currentVersion, prepareStore, readRecord } from "./store/command_log";
+import { commit, currentVersion, prepareStore, readRecord, topUpReserve } from "./store/command_log";
 import { resetDict } from "./store/dict";
 import { loadReport, prepareStateKeys, setLoadReport } from "./store/state_file";
 import { copyAside } from "./state/files";
@@ -216,6 +216,7 @@ function tick(premature: boolean): void {
     const [ok, err] = pcall(sync);
     if (!ok) ngx.log(ngx.ERR, "dyups: sync failed: ", err);
     heartbeat();
+    topUpReserve();
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);

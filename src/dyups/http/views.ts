@@ -259,9 +259,14 @@ export function detailView(json: boolean): void {
         walk(st, 0, 0, (name: string) => {
             const rec = record(name);
             if (rec === undefined) return false;
-            put(st, name + "\n");
             const lines: string[] = [];
-            detailLines(rec, true, lines);
+            // a record that cannot be shown (a bug) is logged and left out, not a 500 for the whole answer
+            const [ok, err] = pcall(detailLines, rec, true, lines);
+            if (!ok) {
+                ngx.log(ngx.ERR, "dyups: cannot show upstream ", name, ": ", err);
+                return false;
+            }
+            put(st, name + "\n");
             put(st, table.concat(lines));
             put(st, "\n");
             return true;
@@ -276,7 +281,12 @@ export function detailView(json: boolean): void {
     const next = walk(st, pg.from, pg.limit, (name: string) => {
         const rec = record(name);
         if (rec === undefined) return false;
-        const [text] = cjson.encode(recordJson(rec));
+        const [ok, view] = pcall(recordJson, rec);
+        if (!ok) {
+            ngx.log(ngx.ERR, "dyups: cannot show upstream ", name, ": ", view);
+            return false;
+        }
+        const [text] = cjson.encode(view);
         put(st, (first ? "" : ",") + (text ?? "null"));
         first = false;
         return true;

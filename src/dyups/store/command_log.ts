@@ -74,6 +74,11 @@ function refillReserve(d: NgxSharedDict): void {
     reserveUsed = missing;
 }
 
+/** Puts back reserve keys this worker used and could not put back after its write (the sync timer). */
+export function topUpReserve(): void {
+    if (reserveUsed) refillReserve(dict());
+}
+
 /** How many reserve keys are in place (GET /status). */
 export function reserveLeft(): number {
     const d = dict();
