@@ -1,6 +1,7 @@
 /** @noSelfInFile */
 // Pacing for long jobs in a yieldable phase (a streamed /detail, a state-file save): after about SLICE seconds
-// of work, give the worker's event loop a turn, so that requests on the same worker wait at most that long.
+// of work (half a millisecond: nginx's clock counts milliseconds), give the worker's event loop a turn, so that
+// requests on the same worker wait at most about that long per event.
 // The turn: a 0 ms timer posts a semaphore the job waits on, so the job resumes right after the I/O events
 // that were ready are handled. (ngx.sleep(0) would do the same only with OpenResty's delayed-events patch,
 // which Debian's nginx lacks: there it logs a warning at every call; ngx.sleep(0.001) would idle 1 ms per turn.)
@@ -13,9 +14,9 @@ import type { Semaphore } from "ngx.semaphore";
 let semaphores: { new: (this: void, n?: number) => LuaMultiReturn<[Semaphore | undefined, string | undefined]> } | undefined;
 
 /** seconds of work between turns */
-const SLICE = 0.001;
+const SLICE = 0.0005;
 /** bytes of output between clock reads (an item counts ITEM_COST more) */
-const CHECK = 4096;
+const CHECK = 2048;
 const ITEM_COST = 64;
 
 export interface Pacer {

@@ -358,10 +358,10 @@ describe("a writer killed while it holds the write lock", () => {
     assert.match(ng.errorLog(), new RegExp(`lease:write was held by process ${holder}, which is gone: taken over`));
     console.log(`# a write after SIGKILL of the lock holder took ${stall.toFixed(1)} ms`);
 
-    // the race: 6 writers with 64 KB bodies (their encoding happens inside the lock) against a SIGKILL every 150 ms
-    const pad = `# ${"k".repeat(65536)}\n`;
+    // the race: 4 writers with 32 KB bodies (their encoding happens inside the lock) against a SIGKILL every 150 ms
+    const pad = `# ${"k".repeat(32768)}\n`;
     let stop = false, maxMs = 0, ok = 0, cut = 0;
-    const writers = Array.from({ length: 6 }, async (_, w) => {
+    const writers = Array.from({ length: 4 }, async (_, w) => {
       for (let i = 0; !stop; i++) {
         const t = performance.now();
         const res = await ng.post(`/upstream/race${w}`, `${pad}server 127.0.0.1:${i % 2 ? a : b};`, { allowError: true, timeout: 15000 });

@@ -3,10 +3,10 @@
 // JSON (?format=json), and the formatting of one upstream that GET /upstream/NAME shares.
 //
 // Large answers are streamed: the body is built and sent in pieces of about CHUNK bytes (or ITEMS
-// upstreams); after each piece the handler waits until the client took it (ngx.flush(true)), and after
-// every 2 ms of work it yields (dyups.pace), so a 10 MB /detail does not hold the worker's event loop:
-// requests on the same worker are served between pieces. An answer that fits in one piece is sent whole with a Content-Length, as before;
-// a streamed one goes chunked (HTTP/1.1) or until the connection closes (HTTP/1.0). The upstreams come
+// upstreams); after each piece the handler waits until the client took it (ngx.flush(true)), and after every
+// half millisecond of work it yields (dyups.pace), so a 10 MB /detail does not hold the worker's event loop:
+// requests on the same worker are served meanwhile. An answer that fits in one piece is sent whole with a
+// Content-Length, as before; a streamed one goes chunked (HTTP/1.1) or until the connection closes (HTTP/1.0). The upstreams come
 // from this worker's registry in creation order (registry/order.ts: no listing of the dict's keys), each
 // record read from the store when its turn comes: a write made while a long answer streams may or may not
 // show in it, but each upstream's block is whole.

@@ -2,7 +2,7 @@
 // Saving the state file (option state_file): run by every worker's timer; one worker at a time writes
 // (the state_file lease), after the log's version moved past the version last saved. The file is written as
 // a database writes (state/files.ts: temp file, fsync, rename, fsync of the folder), in chunks of about
-// CHUNK bytes, yielding after every 2 ms of work (dyups.pace), so that a large state does not hold the
+// CHUNK bytes, yielding after every half millisecond of work (dyups.pace), so that a large state does not hold the
 // worker's event loop (other requests on that worker run meanwhile; the lease is renewed at each chunk).
 // The upstreams come in creation order from this worker's registry (no listing of the dict's keys), each
 // read from the store when its turn comes: writes made during a save may or may not be in it, but each

@@ -43,13 +43,19 @@ function recordKey(name: string, slot: number): string {
 /** true when this worker freed a reserve key that is not back yet */
 let reserveUsed = false;
 
+/** tryLock's outcomes */
+const TAKEN = 0;
+const BUSY = 1;
+const NO_MEMORY = 2;
+
 /**
- * One attempt at the write lease. When it cannot be added although nobody holds it, the dict is full: free
- * one reserve key (the lease's slab class) and try again in the chunk it freed.
+ * One attempt at the write lease: TAKEN, BUSY (another writer holds it), or NO_MEMORY (nobody holds it but it
+ * cannot be added: the dict is full). Then it frees one reserve key (the lease's slab class) and tries again
+ * in the chunk it freed.
  */
-function tryLock(ttl: number): boolean {
-    if (acquire(WRITE_LEASE, ttl)) return true;
-    if (owner(WRITE_LEASE) !== undefined) return false;
+function tryLock(ttl: number): number {
+    if (acquire(WRITE_LEASE, ttl)) return TAKEN;
+    if (owner(WRITE_LEASE) !== undefined) return BUSY;
     const d = dict();
     for (let i = 1; i <= RESERVE_KEYS; i++) {
         const key = RESERVE_PREFIX + i;
@@ -57,10 +63,11 @@ function tryLock(ttl: number): boolean {
             d.delete(key);
             reserveUsed = true;
             ngx.log(ngx.WARN, "dyups: shared dict \"", getOptions().dict, "\" is full: the write lease comes out of the reserve");
-            return acquire(WRITE_LEASE, ttl);
+            if (acquire(WRITE_LEASE, ttl)) return TAKEN;
+            break;
         }
     }
-    return false;
+    return owner(WRITE_LEASE) !== undefined ? BUSY : NO_MEMORY;
 }
 
 /** Puts back the reserve keys this worker used (after the write freed memory, or later). */
@@ -87,13 +94,17 @@ export function reserveLeft(): number {
     return n;
 }
 
-/** Waits for the write lease: true, or "busy" (trylock, or lock_timeout passed). */
-function lock(): boolean {
+/**
+ * Waits for the write lease: TAKEN, BUSY (trylock, or lock_timeout passed) or NO_MEMORY (the dict has no room
+ * for the lease and the reserve is spent: waiting in a phase that cannot sleep would not free any).
+ */
+function lock(): number {
     const o = getOptions();
     const ttl = math.max(o.lock_timeout, 1) + 2;
-    if (tryLock(ttl)) return true;
-    if (o.trylock) return false;
+    let r = tryLock(ttl);
+    if (r === TAKEN || o.trylock) return r;
     const yieldable = canYield();
+    if (!yieldable && r === NO_MEMORY) return r;
     const deadline = ngx.now() + o.lock_timeout;
     let wait = 0.001;
     let spins = 0;
@@ -104,12 +115,13 @@ function lock(): boolean {
         } else {
             // init/init_worker: no sleeping; lock holders finish in microseconds, so spin a bounded while.
             spins = spins + 1;
-            if (spins > 1000000) return false;
+            if (spins > 1000000) return r;
         }
-        if (tryLock(ttl)) return true;
+        r = tryLock(ttl);
+        if (r === TAKEN || (!yieldable && r === NO_MEMORY)) return r;
         if (yieldable) {
             ngx.update_time();
-            if (ngx.now() >= deadline) return false;
+            if (ngx.now() >= deadline) return r;
         }
     }
 }
@@ -351,7 +363,11 @@ export function prepareStore(): void {
  * 507 (the configuration budget or the dict is full; nothing was changed), 500.
  */
 export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
-    if (!lock()) return $multi(undefined, "wait and try again\n", 409);
+    const locked = lock();
+    if (locked === NO_MEMORY) {
+        return $multi(undefined, `shared dict "${getOptions().dict}" is full (no memory for the write lock); nothing was changed`, 507);
+    }
+    if (locked !== TAKEN) return $multi(undefined, "wait and try again\n", 409);
     const d = dict();
     recover(d);
     const [result, reason, status] = commitLocked(d, name, rec, expectRev);
