@@ -18,6 +18,7 @@ import { Endpoint } from "./model";
 import { getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
+import { tryBuild } from "./registry/build";
 import { catchUp, heartbeat, sync } from "./registry/sync";
 import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { upstreamsThatFit } from "./store/budget";
@@ -53,8 +54,9 @@ interface Skipped {
 }
 
 /**
- * Applies one upstream during start-up (master, no yields). Returns undefined when it is stored, else
- * [reason, fits]: fits = false when it is valid but did not fit (max_upstreams, the dict's budget).
+ * Applies one upstream during start-up (master, no yields), through the write pipeline's checks like a POST.
+ * Returns nothing when it is stored, else [reason, invalid]: invalid = false when the upstream is valid but
+ * did not fit (429 max_upstreams, 507 the dict's budget or memory).
  */
 function applyAtStart(name: string, body: string, source: string, saved?: Endpoint[][]): LuaMultiReturn<[string, boolean] | [undefined, undefined]> {
     const [rec, err] = prepare(name, body, source);
@@ -69,6 +71,9 @@ function applyAtStart(name: string, body: string, source: string, saved?: Endpoi
             if (eps.length === 0 && rec.spec.servers[i - 1].kind === "name") rec.endpoints[i - 1] = old;
         }
     }
+    // the sandbox build of a POST: what every worker will build from this record
+    const [ver, berr] = tryBuild(rec);
+    if (ver === undefined) return $multi(berr as string, true);
     const [v, reason, status] = commit(name, rec);
     if (v === undefined) return $multi(reason, status !== 429 && status !== 507);
     return $multi(undefined, undefined);
