@@ -15,7 +15,9 @@
 // value is in place, so a refused write leaves the old record, the log and every worker as they were (507).
 // A delete needs no new memory: the lease comes out of the reserve if it must (rsv:*), the journal, the
 // pointer and the counters are overwritten in place, a log entry that does not fit is left out (the journal
-// names the newest version; a reader missing an older entry rebuilds). A write that shrinks an upstream
+// names the newest version; a reader missing an older entry rebuilds). Accepted race: freeing a reserve key
+// and adding the lease are two steps, and another worker's new key of the same slab class (a connection
+// count) could take the freed chunk in between; the writer then waits and the next try frees the other key. A write that shrinks an upstream
 // whose new record does not fit beside the old one overwrites the old record in place, padded to its length.
 // A writer killed (SIGKILL) inside its critical section: its lease is taken over at once (store/lease.ts),
 // and the next writer completes or rolls back its change before its own (recover(), from the journal).
