@@ -16,15 +16,19 @@
 # WORKERS (auto), WORKER_CONNECTIONS (1024), LOG_LEVEL (notice), ACCESS_LOG (off; e.g. /dev/stdout),
 # DEMO_BACKENDS ("8088 8089"; empty: none), UPSTREAM_CONF (/etc/dyups/upstream.conf; empty: none),
 # STATE_FILE (/var/lib/dyups/state.json; empty: no persistence), NGINX_TEMPLATE (/etc/dyups/nginx.conf),
-# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_HOME (/opt/dyups).
+# NGINX_USER (www-data, else nobody), DYUPS_RUN (/run/dyups), DYUPS_PREFIX (/usr/local: where install.sh put the release),
+# ADMIN_TOKENS_FILE (empty: no tokens, the interface serves loopback clients only; set: init()'s admin_tokens_file,
+# generated with one random write token named "admin", mode 600, when it does not exist).
+# Cluster mode (README "Cluster mode"): ETCD_ENDPOINTS ("127.0.0.1:2379,127.0.0.2:2379"; unset: embedded mode),
+# ETCD_PREFIX (/dyups), ETCD_USER and ETCD_PASSWORD (etcd auth). UPSTREAM_CONF must then be empty.
 set -eu
 
 : "${PROXY_ADDR:=127.0.0.1}" "${PROXY_PORT:=8080}" "${API_PORT:=8081}"
 : "${WORKERS:=auto}" "${WORKER_CONNECTIONS:=1024}" "${LOG_LEVEL:=notice}" "${ACCESS_LOG:=off}"
 : "${DEMO_BACKENDS=8088 8089}" "${UPSTREAM_CONF=/etc/dyups/upstream.conf}" "${STATE_FILE=/var/lib/dyups/state.json}"
-: "${NGINX_TEMPLATE:=/etc/dyups/nginx.conf}" "${DYUPS_RUN:=/run/dyups}" "${DYUPS_HOME:=/opt/dyups}"
+: "${NGINX_TEMPLATE:=/etc/dyups/nginx.conf}" "${DYUPS_RUN:=/run/dyups}" "${DYUPS_PREFIX:=/usr/local}"
 export PROXY_ADDR PROXY_PORT API_PORT WORKERS WORKER_CONNECTIONS LOG_LEVEL ACCESS_LOG DEMO_BACKENDS \
-  UPSTREAM_CONF STATE_FILE NGINX_TEMPLATE DYUPS_RUN DYUPS_HOME
+  UPSTREAM_CONF STATE_FILE NGINX_TEMPLATE DYUPS_RUN DYUPS_PREFIX
 
 log() { echo "dyups-entrypoint: $*" >&2; }
 die() { echo "dyups-entrypoint: ERROR: $*" >&2; exit 1; }
@@ -98,6 +102,23 @@ lua_str() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"
 DYUPS_INIT_OPTS="{"
 [ -n "$UPSTREAM_CONF" ] && DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS upstream_conf = $(lua_str "$UPSTREAM_CONF"),"
 [ -n "$STATE_FILE" ] && DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS state_file = $(lua_str "$STATE_FILE"),"
+if [ -n "${ADMIN_TOKENS_FILE:-}" ]; then
+  if [ ! -s "$ADMIN_TOKENS_FILE" ]; then
+    mkdir -p "$(dirname "$ADMIN_TOKENS_FILE")"
+    (umask 077; printf '# TOKEN ROLE NAME, read by init() in the master (root)\n%s write admin\n' \
+      "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$ADMIN_TOKENS_FILE") || die "cannot write $ADMIN_TOKENS_FILE"
+    log "generated an admin token in $ADMIN_TOKENS_FILE"
+  fi
+  DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS admin_tokens_file = $(lua_str "$ADMIN_TOKENS_FILE"),"
+fi
+if [ -n "${ETCD_ENDPOINTS:-}" ]; then
+  [ -z "$UPSTREAM_CONF" ] || die "ETCD_ENDPOINTS (cluster mode) needs UPSTREAM_CONF= (empty): etcd is the source of truth"
+  eps=""
+  for ep in $(echo "$ETCD_ENDPOINTS" | tr ',' ' '); do eps="$eps $(lua_str "$ep"),"; done
+  cl="etcd = {${eps%,} }, prefix = $(lua_str "${ETCD_PREFIX:-/dyups}")"
+  [ -n "${ETCD_USER:-}" ] && cl="$cl, user = $(lua_str "$ETCD_USER"), password = $(lua_str "${ETCD_PASSWORD:-}")"
+  DYUPS_INIT_OPTS="$DYUPS_INIT_OPTS cluster = { $cl },"
+fi
 DYUPS_INIT_OPTS="${DYUPS_INIT_OPTS%,} }"
 
 DEMO_BLOCKS=""
@@ -145,5 +166,5 @@ case "${1:-}" in
   *) exec "$@" ;;
 esac
 
-log "$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), proxy ${PROXY_ADDR}:${PROXY_PORT}, interface 127.0.0.1:${API_PORT}, workers ${WORKERS}, demo backends: ${DEMO_BACKENDS:-none}, upstream_conf: ${UPSTREAM_CONF:-none}, state_file: ${STATE_FILE:-none}"
+log "$("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //'), proxy ${PROXY_ADDR}:${PROXY_PORT}, interface 127.0.0.1:${API_PORT}, workers ${WORKERS}, demo backends: ${DEMO_BACKENDS:-none}, upstream_conf: ${UPSTREAM_CONF:-none}, state_file: ${STATE_FILE:-none}, etcd: ${ETCD_ENDPOINTS:-none (embedded mode)}"
 exec "$NGINX_BIN" -p "$DYUPS_RUN" -e stderr -c "$conf" "$@"

@@ -31,7 +31,7 @@ export function snapshot() {
   if (!existsSync(path.join(REPO, "dist/lua/dyups/init.lua"))) execFileSync(path.join(REPO, "tools/build.sh"), { stdio: "inherit" });
   const dir = mkdtempSync(path.join(tmpdir(), "dyups-bench-"));
   running.dirs.add(dir);
-  for (const p of ["test/integration/harness.mjs", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
+  for (const p of ["test/integration/harness.mjs", "test/lib", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
     mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
     cpSync(path.join(REPO, p), path.join(dir, p), { recursive: true });
   }

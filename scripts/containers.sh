@@ -2,7 +2,9 @@
 # Container tests (test/containers/*.test.mjs, testcontainers on the host network):
 #   1. a Docker engine (scripts/docker-engine.sh start: the running one, or a local dockerd it starts),
 #   2. the base image (scripts/build-base-image.sh: dyups-base:bookworm, reused when present),
-#   3. the product image from the current dist/lua (tools/build.sh first when dist/lua is missing),
+#   3. the product image from the current dist/lua (tools/build.sh first when dist/lua is missing), packed by
+#      scripts/dist.sh into dist/dyups-VERSION.tar.gz and installed in the image by its install.sh (the Dockerfile's
+#      DIST_TARBALL; BUILD_IMAGE is the base image too: no Node image, no registry),
 #   4. node --test, one file at a time; TAP on stdout (the runner's "# pass N" / "# fail N" lines), and also in
 #      $TAP_OUT when set (scripts/test.sh reads it),
 #   5. removes this run's containers, and stops the engine only if step 1 started it and no other run uses it
@@ -52,20 +54,26 @@ if [ ! -f dist/lua/dyups/init.lua ]; then
   say "dist/lua is missing: building it"
   bash tools/build.sh || fail "tools/build.sh failed"
 fi
+tarball=$(scripts/dist.sh dist) || fail "scripts/dist.sh failed"
+dist_stages() { docker images -q --no-trunc --filter dangling=true --filter label=org.dyups.stage=dist | sort; }
+stages_before=$(dist_stages)
 t=$(now)
 old_id=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
-say "building $TAG FROM $BASE_IMAGE"
-if ! build_log=$(docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$TAG" . 2>&1); then
+say "building $TAG FROM $BASE_IMAGE with dist/$(basename "$tarball")"
+if ! build_log=$(docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "BUILD_IMAGE=$BASE_IMAGE" \
+    --build-arg "DIST_TARBALL=dist/$(basename "$tarball")" -t "$TAG" . 2>&1); then
   echo "$build_log" >&2
   fail "docker build failed"
 fi
 new_id=$(docker image inspect -f '{{.Id}}' "$TAG")
+# the Dockerfile's dist stage, left untagged by this build (not one that was there before): remove it
+for id in $(comm -13 <(echo "$stages_before") <(dist_stages)); do docker rmi "$id" >/dev/null 2>&1 || true; done
 # the previous build of this tag, now untagged: remove it (only that one)
 if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ] && [ -z "$(docker image inspect -f '{{join .RepoTags ","}}' "$old_id" 2>/dev/null)" ]; then
   docker rmi "$old_id" >/dev/null 2>&1 || true
 fi
 t_image=$(secs "$t")
-export DYUPS_IMAGE=$TAG
+export DYUPS_IMAGE=$TAG DYUPS_BASE_IMAGE=$BASE_IMAGE
 
 files=("$@")
 [ ${#files[@]} -gt 0 ] || mapfile -t files < <(ls test/containers/*.test.mjs)

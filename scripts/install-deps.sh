@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Installs what the project needs to build, run and test, idempotently, and verifies it.
 #   runtime: OpenResty if `openresty` is on PATH, else Debian's nginx + lua-nginx-module + lua-resty-core.
-#   tools:   luajit2 + busted (specs), dnsmasq (DNS tests), wrk (benchmarks), curl, Node packages (npm ci).
+#   tools:   luajit2 + busted (specs), dnsmasq (DNS tests), wrk (benchmarks), curl, Node packages (npm ci),
+#            luarocks (make rock, and the install suite's rock; Debian's, with liblua5.1-0-dev: no LuaJIT headers).
 # Never installs Debian's `luajit`/`libluajit-5.1-dev`: they remove libnginx-mod-http-lua and lua-resty-core.
-# Usage: scripts/install-deps.sh [--test]   (--test adds what only the test suites need)
+# Usage: scripts/install-deps.sh [--test | --rock]   (--test adds what only the test suites need; --rock only luarocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
+if [ "${1:-}" = "--rock" ]; then
+  command -v luarocks >/dev/null 2>&1 && exit 0
+  [ "$(id -u)" = 0 ] || { echo "install-deps: need root to install luarocks" >&2; exit 1; }
+  echo "install-deps: installing luarocks"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends luarocks zip >/dev/null
+  command -v luarocks >/dev/null 2>&1 || { echo "install-deps: luarocks did not install" >&2; exit 1; }
+  exit 0
+fi
 
 runtime_pkgs="nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-nginx-dns lua-cjson"
 tool_pkgs="luajit2 lua-busted curl"
-test_pkgs="dnsmasq-base wrk"
+test_pkgs="dnsmasq-base wrk luarocks zip etcd-server"
 
 missing=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

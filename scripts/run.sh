@@ -18,6 +18,12 @@ modules=""
 [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] && [[ "$NGINX" != *openresty* ]] && modules="load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"
 
+# The interface's tokens (secure setup): one write and one read token, readable by their owner only. init()
+# reads the file in the master, before the workers drop privileges. Delete it to get new tokens.
+TOKENS=$RUN_DIR/admin-tokens
+rand() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+[ -s "$TOKENS" ] || (umask 077; printf '# TOKEN ROLE NAME\n%s write admin\n%s read viewer\n' "$(rand)" "$(rand)" >"$TOKENS")
+
 [ -f "$RUN_DIR/upstream.conf" ] || cat > "$RUN_DIR/upstream.conf" <<EOC
 # Initial upstreams (nginx syntax). Changes made through the interface are kept in state.json.
 upstream host1 { server 127.0.0.1:$B1; }
@@ -40,7 +46,8 @@ http {
     lua_package_path "$ROOT/dist/lua/?.lua;$ROOT/dist/lua/?/init.lua;;";
     include $ROOT/nginx/dyups.conf;
     init_by_lua_block {
-        require("dyups").init({ upstream_conf = "$RUN_DIR/upstream.conf", state_file = "$RUN_DIR/state/state.json" })
+        require("dyups").init({ upstream_conf = "$RUN_DIR/upstream.conf", state_file = "$RUN_DIR/state/state.json",
+                                admin_tokens_file = "$TOKENS" })
     }
     init_worker_by_lua_block { require("dyups").init_worker() }
 
@@ -56,7 +63,7 @@ http {
             proxy_pass http://dyups;
         }
     }
-    # the interface (loopback only: it has no authentication)
+    # the interface: tokens from $TOKENS (Authorization: Bearer TOKEN), bound to loopback as well
     server {
         listen 127.0.0.1:$API_PORT;
         location / { content_by_lua_block { require("dyups").interface() } }
@@ -67,13 +74,14 @@ EOC
 "$NGINX" -t -q -p "$RUN_DIR" -c conf/nginx.conf
 cat <<EOM
 dyups is running: proxy 127.0.0.1:$PROXY_PORT, interface 127.0.0.1:$API_PORT, backends $B1 and $B2.
-Try:
-  curl 127.0.0.1:$API_PORT/list
-  curl 127.0.0.1:$API_PORT/detail
-  curl -d "server 127.0.0.1:$B1; server 127.0.0.1:$B2;" 127.0.0.1:$API_PORT/upstream/dyhost
+The interface needs a token (a write and a read token are in $TOKENS). Try:
+  AUTH="Authorization: Bearer \$(awk '\$2 == "write" {print \$1; exit}' $TOKENS)"
+  curl -H "\$AUTH" 127.0.0.1:$API_PORT/list
+  curl -H "\$AUTH" 127.0.0.1:$API_PORT/detail
+  curl -H "\$AUTH" -d "server 127.0.0.1:$B1; server 127.0.0.1:$B2;" 127.0.0.1:$API_PORT/upstream/dyhost
   curl -H "Host: dyhost" 127.0.0.1:$PROXY_PORT/      # again and again: $B1 and $B2 in turn
-  curl 127.0.0.1:$API_PORT/status
-  curl -X DELETE 127.0.0.1:$API_PORT/upstream/dyhost
+  curl -H "\$AUTH" 127.0.0.1:$API_PORT/status
+  curl -H "\$AUTH" -X DELETE 127.0.0.1:$API_PORT/upstream/dyhost
 Ctrl-C stops nginx. Config and state: $RUN_DIR
 EOM
 "$NGINX" -p "$RUN_DIR" -c conf/nginx.conf &

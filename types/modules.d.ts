@@ -14,6 +14,8 @@ declare module "ngx.balancer" {
     /** state_name ("failed"|"next"|undefined on first try), status_code */
     export function get_last_failure(): LuaMultiReturn<["failed" | "next" | undefined, number | undefined]>;
     export function set_timeouts(connect?: number, send?: number, read?: number): LuaMultiReturn<[true | undefined, string | undefined]>;
+    /** lua-nginx-module >= 0.10.27 (recent OpenResty) only (absent in Debian's lua-resty-core 0.1.25): feature-detect it. */
+    export const enable_keepalive: ((this: void, idleTimeout?: number, maxRequests?: number) => LuaMultiReturn<[true | undefined, string | undefined]>) | undefined;
 }
 
 declare module "cjson.safe" {
@@ -128,9 +130,15 @@ declare module "ffi" {
     export const C: unknown;
     /** the C errno of the last call through the FFI */
     export function errno(): number;
-    /** a C value of type `ct` from `v` (e.g. a Lua string as "const char *") */
+    /** a cdata of C type `ct` from `v` (a Lua string as "const char *"; a pointer cast to "uintptr_t" gives its address) */
     export function cast(ct: string, v: unknown): unknown;
     /** a Lua string from a C pointer (NUL-terminated, or `len` bytes) */
     function string_(p: unknown, len?: number): string;
     export { string_ as string };
+}
+
+// lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
+declare module "resty.core.base" {
+    /** the current request as a cdata `ngx_http_request_t *`, or undefined outside a request */
+    export function get_request(this: void): unknown;
 }

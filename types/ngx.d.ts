@@ -51,6 +51,8 @@ type NgxTimerCallback<A extends any[]> = (this: void, premature: boolean, ...arg
 
 /** @noSelf */
 interface NgxReq {
+    /** the request's start time in seconds (ms resolution) */
+    start_time(): number;
     get_method(): string;
     get_uri_args(max?: number): LuaMultiReturn<[{ [k: string]: string | string[] | boolean }, string | undefined]>;
     get_headers(max?: number): { [k: string]: string | string[] };
@@ -103,11 +105,27 @@ interface NgxTcpSocket {
     connect(this: NgxTcpSocket, host: string, port?: number, opts?: object): LuaMultiReturn<[1 | undefined, string | undefined]>;
     send(this: NgxTcpSocket, data: string): LuaMultiReturn<[number | undefined, string | undefined]>;
     receive(this: NgxTcpSocket, pattern?: string | number): LuaMultiReturn<[string | undefined, string | undefined, string | undefined]>;
+    /** whatever is available, up to max bytes (waits for at least one); a timeout consumes nothing */
+    receiveany(this: NgxTcpSocket, max: number): LuaMultiReturn<[string | undefined, string | undefined]>;
+    /** how many times this connection came from the keepalive pool (0: a new connection) */
+    getreusedtimes(this: NgxTcpSocket): LuaMultiReturn<[number | undefined, string | undefined]>;
     settimeout(this: NgxTcpSocket, ms: number): void;
     settimeouts(this: NgxTcpSocket, connect: number, send: number, read: number): void;
     close(this: NgxTcpSocket): LuaMultiReturn<[1 | undefined, string | undefined]>;
     setkeepalive(this: NgxTcpSocket, timeout?: number, size?: number): LuaMultiReturn<[1 | undefined, string | undefined]>;
     sslhandshake(this: NgxTcpSocket, reused?: unknown, serverName?: string, verify?: boolean): LuaMultiReturn<[unknown, string | undefined]>;
+}
+
+/** A light thread (ngx.thread.spawn). */
+type NgxThread = { readonly __ngxThread: never };
+
+/** @noSelf */
+interface NgxThreadApi {
+    spawn<A extends any[]>(fn: (this: void, ...args: A) => unknown, ...args: A): NgxThread;
+    /** ok, results... of the first of these threads to finish */
+    wait(...threads: NgxThread[]): LuaMultiReturn<[boolean, ...unknown[]]>;
+    /** ok, err: only the parent may kill; a thread blocked on a cosocket is killed with its pending I/O */
+    kill(t: NgxThread): LuaMultiReturn<[true | undefined, string | undefined]>;
 }
 
 /** @noSelf */
@@ -158,6 +176,8 @@ interface Ngx {
     update_time(): void;
     get_phase(): string;
     md5(s: string): string;
+    /** binary HMAC-SHA1 digest (20 bytes) */
+    hmac_sha1(key: string, data: string): string;
     crc32_short(s: string): number;
     crc32_long(s: string): number;
     escape_uri(s: string): string;
@@ -181,6 +201,7 @@ interface Ngx {
     readonly re: NgxRe;
     readonly config: NgxConfig;
     readonly socket: NgxSocket;
+    readonly thread: NgxThreadApi;
     readonly HTTP_CONFLICT: 409;
     readonly HTTP_REQUEST_ENTITY_TOO_LARGE: 413;
     readonly HTTP_PRECONDITION_FAILED: 412;

@@ -291,6 +291,16 @@ describe("parseBody: keepalive, zone", function()
     assert.equal(0, ok("server 1.2.3.4; keepalive_requests 0;").keepaliveRequests)
   end)
 
+  it("reads keepalive_time TIME (nginx >= 1.21.3; default 1h)", function()
+    assert.equal(3600, ok("server 1.2.3.4;").keepaliveTime)
+    assert.equal(600, ok("server 1.2.3.4; keepalive 4; keepalive_time 10m;").keepaliveTime)
+    rejects("server 1.2.3.4; keepalive_time 1x;", 'invalid value "1x" in "keepalive_time" directive')
+    rejects("server 1.2.3.4; keepalive_time;", 'invalid number of arguments in "keepalive_time" directive')
+    rejects("server 1.2.3.4; keepalive_time 1s; keepalive_time 2s;", '"keepalive_time" directive is duplicate')
+    local blocks = assert(up.parseUpstreamFile("upstream a { server 1.2.3.4; keepalive_time 30s; }", "f.conf"))
+    assert.equal(30, blocks[1].spec.keepaliveTime)
+  end)
+
   it("refuses bad keepalive values, arguments and duplicates", function()
     rejects("server 1.2.3.4; keepalive 0;", 'invalid value "0" in "keepalive" directive')
     rejects("server 1.2.3.4; keepalive x;", 'invalid value "x" in "keepalive" directive')
@@ -339,46 +349,74 @@ describe("parseBody: health checks", function()
     assert.is_true(ok("check default_down=TRUE; server 1.2.3.4;").check.defaultDown)
   end)
 
-  it("attaches check_http_send and check_http_expect_alive", function()
+  it("attaches check_http_send, check_http_expect_alive and check_keepalive_requests", function()
     local c = ok([[
       server 1.2.3.4;
       check interval=3000 rise=2 fall=5 timeout=1000 type=http;
       check_http_send "HEAD / HTTP/1.0\r\n\r\n";
       check_http_expect_alive http_2xx HTTP_3XX;
       check_http_expect_alive http_2xx http_5xx;
+      check_keepalive_requests 3;
     ]]).check
     assert.equal("HEAD / HTTP/1.0\r\n\r\n", c.httpSend)
     assert.same({ "http_2xx", "http_3xx", "http_5xx" }, c.expectAlive)
-    -- given before `check`, they still belong to it
-    c = ok("check_http_send x; check_http_expect_alive http_4xx; check type=http; server 1.2.3.4;").check
-    assert.same({ "x", { "http_4xx" } }, { c.httpSend, c.expectAlive })
+    assert.equal(3, c.keepaliveRequests)
+    -- check_http_expect_alive and check_keepalive_requests may come before `check`
+    c = ok("check_http_expect_alive http_4xx; check_keepalive_requests 2; check type=http; check_http_send x; server 1.2.3.4;").check
+    assert.same({ "x", { "http_4xx" }, 2 }, { c.httpSend, c.expectAlive, c.keepaliveRequests })
   end)
 
-  it("accepts check_http_* without check (like the module: no effect)", function()
-    local spec = ok("check_http_send x; check_http_expect_alive http_2xx; server 1.2.3.4;")
-    assert.is_nil(spec.check)
+  it("accepts what the module accepts", function()
+    assert.is_nil(ok("check_http_expect_alive http_2xx; check_keepalive_requests 5; server 1.2.3.4;").check)
+    -- an empty check_http_send with any type; check_http_expect_alive with tcp; check_fastcgi_param with http
+    assert.equal("", ok('check type=tcp; check_http_send ""; server 1.2.3.4;').check.httpSend)
+    assert.equal("tcp", ok("check type=tcp; check_http_expect_alive http_5xx; server 1.2.3.4;").check.type)
+    ok("check type=http; check_fastcgi_param REQUEST_URI /x; check_fastcgi_param A B; server 1.2.3.4;")
+    -- `unique=` (no effect in a dyups body), parameters repeated (the last wins), check before the servers
+    local c = ok("check interval=1000 interval=2000 unique=TRUE; server 1.2.3.4;").check
+    assert.equal(2000, c.interval)
+    -- a second check line starts again from the defaults, and keeps an earlier type=
+    c = ok("check type=http rise=7; check interval=1000; server 1.2.3.4;").check
+    assert.same({ "http", 1000, 2 }, { c.type, c.interval, c.rise })
+    assert.equal("b", ok("check type=http; check_http_send a; check_http_send b; server 1.2.3.4;").check.httpSend)
+    assert.equal(65535, ok("check port=65535; server 1.2.3.4;").check.port)
   end)
 
   it("refuses bad check parameters", function()
     rejects("check; server 1.2.3.4;", 'invalid number of arguments in "check" directive')
     rejects("check interval=0; server 1.2.3.4;", 'invalid interval "0" in "check" directive')
     rejects("check interval=1s; server 1.2.3.4;", 'invalid interval "1s" in "check" directive')
+    rejects("check interval=-5; server 1.2.3.4;", 'invalid interval "-5" in "check" directive')
+    rejects("check interval=; server 1.2.3.4;", 'invalid interval "" in "check" directive')
     rejects("check timeout=0; server 1.2.3.4;", 'invalid timeout "0" in "check" directive')
     rejects("check rise=0; server 1.2.3.4;", 'invalid rise "0" in "check" directive')
     rejects("check fall=x; server 1.2.3.4;", 'invalid fall "x" in "check" directive')
     rejects("check type=udp; server 1.2.3.4;", 'invalid type "udp" in "check" directive')
+    rejects("check type=HTTP; server 1.2.3.4;", 'invalid type "HTTP" in "check" directive')
+    rejects("check type=fastcgi; server 1.2.3.4;",
+      'invalid type "fastcgi" in "check" directive: fastcgi checks are not supported (the check module sends nothing for them in a dyups body)')
     rejects("check port=65536; server 1.2.3.4;", 'invalid port "65536" in "check" directive')
+    rejects("check port=0; server 1.2.3.4;", 'invalid port "0" in "check" directive')
     rejects("check default_down=yes; server 1.2.3.4;",
       'invalid default_down "yes" in "check" directive, it must be "true" or "false"')
+    rejects("check unique=yes; server 1.2.3.4;", 'invalid unique "yes" in "check" directive, it must be "true" or "false"')
     rejects("check interval=1000 bogus=1; server 1.2.3.4;", 'invalid parameter "bogus=1" in "check" directive')
+    rejects("check intervalX=1000; server 1.2.3.4;", 'invalid parameter "intervalX=1000" in "check" directive')
     rejects("check interval; server 1.2.3.4;", 'invalid parameter "interval" in "check" directive')
-    rejects("check type=tcp; check type=tcp; server 1.2.3.4;", '"check" directive is duplicate')
     rejects("check_http_send; server 1.2.3.4;", 'invalid number of arguments in "check_http_send" directive')
-    rejects("check_http_send a b; server 1.2.3.4;", 'invalid number of arguments in "check_http_send" directive')
-    rejects("check_http_send a; check_http_send b; server 1.2.3.4;", '"check_http_send" directive is duplicate')
+    rejects("check type=http; check_http_send a b; server 1.2.3.4;", 'invalid number of arguments in "check_http_send" directive')
+    rejects('check_http_send "GET / HTTP/1.0"; check type=http; server 1.2.3.4;', "invalid check_http_send should set [check] first")
+    rejects('check interval=1000; check_http_send "GET /";server 1.2.3.4;', 'invalid check_http_send for type "tcp"')
+    rejects('check type=ssl_hello; check_http_send "x"; server 1.2.3.4;', 'invalid check_http_send for type "ssl_hello"')
     rejects("check_http_expect_alive; server 1.2.3.4;", 'invalid number of arguments in "check_http_expect_alive" directive')
     rejects("check_http_expect_alive http_2xx http_6xx; server 1.2.3.4;",
       'invalid value "http_6xx" in "check_http_expect_alive" directive')
+    rejects("check_keepalive_requests 0; server 1.2.3.4;", '"check_keepalive_requests" directive invalid value')
+    rejects("check_keepalive_requests abc; server 1.2.3.4;", '"check_keepalive_requests" directive invalid value')
+    rejects("check_keepalive_requests; server 1.2.3.4;", 'invalid number of arguments in "check_keepalive_requests" directive')
+    rejects("check_fastcgi_param A; server 1.2.3.4;", 'invalid number of arguments in "check_fastcgi_param" directive')
+    rejects("check_shm_size 1m; server 1.2.3.4;", '"check_shm_size" directive is not allowed here')
+    rejects("check_status; server 1.2.3.4;", '"check_status" directive is not allowed here')
   end)
 end)
 

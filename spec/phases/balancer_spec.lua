@@ -6,8 +6,10 @@ local fake = require("spec.helpers.fake_ngx")
 
 local ngx, b, phases, reg, pipeline
 
+local current
+
 local function request(upstream)
-  ngx.ctx = {}
+  current = ngx._new_request()
   ngx.var.dyups_upstream = upstream
   ngx.status = 200
   ngx.var.upstream_header_time = nil
@@ -49,10 +51,45 @@ describe("balancer phase entry points", function()
     assert.equal(3, b.more_tries)
     local ver = reg.lookup("u")
     assert.equal(1, ver.refs)
-    assert.equal(ver, ngx.ctx.dyups_v)
+    assert.equal(1, require("dyups.phases.request_slot").slotsInUse()) -- the pin is held in the request's slot
     phases.logPhase()
     assert.equal(0, ver.refs)
-    assert.is_nil(ngx.ctx.dyups_v)
+    assert.equal(0, require("dyups.phases.request_slot").slotsInUse())
+  end)
+
+  it("tries follow nginx: one per server that is not down (backups included)", function()
+    update("t", "server 127.0.0.1:8001; server 127.0.0.1:8002 down;")
+    request("t")
+    phases.balance()
+    assert.is_nil(b.more_tries) -- one try: nginx answers A's status, never 502 from a second try
+    phases.logPhase()
+    update("t3", "server 127.0.0.1:8001; server 127.0.0.1:8002 down; server 127.0.0.1:8003; server 127.0.0.1:8004 backup;")
+    request("t3")
+    phases.balance()
+    assert.equal(3, b.more_tries)
+    phases.logPhase()
+  end)
+
+  it("per-upstream keepalive uses balancer.enable_keepalive where the runtime has it", function()
+    local calls = {}
+    b.enable_keepalive = function(timeout, requests) calls[#calls + 1] = { timeout, requests }; return true end
+    fake.unload()
+    _G.ngx = ngx
+    local options = require("dyups.options")
+    options.setOptions(assert(options.validateOptions(nil)))
+    package.loaded["ngx.balancer"] = b
+    phases = require("dyups.phases.balancer")
+    reg = require("dyups.registry.sync")
+    pipeline = require("dyups.pipeline")
+    update("ka", "server 127.0.0.1:8001; keepalive 16; keepalive_timeout 30s; keepalive_requests 500;")
+    update("noka", "server 127.0.0.1:8001;")
+    request("ka")
+    phases.balance()
+    phases.logPhase()
+    request("noka")
+    phases.balance()
+    phases.logPhase()
+    assert.same({ { 30, 500 } }, calls)
   end)
 
   it("a lone server: no extra tries are asked for", function()
@@ -81,8 +118,8 @@ describe("balancer phase entry points", function()
     phases.balance() -- nginx calls the balancer again for the next try
     assert.equal(2, #b.calls)
     assert.are_not.equal(first, peer(2))
-    -- the failure was counted in shared memory for the first peer
-    assert.equal(1, ngx.shared.dyups:get("f:" .. first))
+    -- the failure was counted in shared memory for that server entry of "u"
+    assert.equal(1, ngx.shared.dyups:get("f:u/" .. first .. "#1"))
     phases.logPhase()
     assert.equal(0, reg.lookup("u").refs)
   end)
@@ -100,8 +137,8 @@ describe("balancer phase entry points", function()
     update("u", "server 127.0.0.1:8001;")
     request("u")
     phases.balance()
-    local held = ngx.ctx
-    local old = held.dyups_v
+    local held = current
+    local old = reg.lookup("u")
     update("u", "server 127.0.0.1:8009;") -- the write catches this worker up: `old` is retired
     assert.is_true(old.retired)
     assert.equal(1, reg.stats().retired)
@@ -111,7 +148,7 @@ describe("balancer phase entry points", function()
     assert.equal("127.0.0.1:8009", peer())
     phases.logPhase()
     -- the first request ends: its log phase releases the retired version
-    ngx.ctx = held
+    ngx._use_request(held)
     phases.logPhase()
     assert.equal(0, old.refs)
     assert.equal(0, reg.stats().retired)
@@ -121,13 +158,13 @@ describe("balancer phase entry points", function()
     update("gone", "server 127.0.0.1:8001;")
     request("gone")
     phases.balance()
-    local held = ngx.ctx
+    local held = current
     assert.is_truthy(pipeline.remove("gone"))
     assert.equal(1, reg.stats().retired)
     request("gone")
     phases.balance()
     assert.equal(0, #b.calls) -- unknown now: no peer set, nginx answers 502 from the placeholder
-    ngx.ctx = held
+    ngx._use_request(held)
     phases.logPhase()
     assert.equal(0, reg.stats().retired)
   end)
@@ -136,7 +173,7 @@ describe("balancer phase entry points", function()
     request("nope")
     phases.balance()
     assert.equal(0, #b.calls)
-    assert.is_nil(ngx.ctx.dyups_v)
+    assert.equal(0, require("dyups.phases.request_slot").slotsInUse())
     phases.logPhase() -- nothing to release
   end)
 
@@ -165,27 +202,36 @@ describe("balancer phase entry points", function()
     request("lc")
     phases.balance()
     local p = peer()
-    assert.equal(1, ngx.shared.dyups:get("k:" .. p))
+    assert.equal(1, ngx.shared.dyups:get("k:lc/" .. p .. "#1"))
     phases.logPhase()
-    assert.is_nil(ngx.shared.dyups:get("k:" .. p))
+    assert.is_nil(ngx.shared.dyups:get("k:lc/" .. p .. "#1"))
   end)
 
-  it("the log phase counts a connection-level failure of the last try, and a success clears it", function()
-    update("u", "server 127.0.0.1:8001 max_fails=3; server 127.0.0.1:8002 max_fails=3;")
+  it("the log phase counts a connection-level failure of the last try; a success clears it after fail_timeout", function()
+    update("u", "server 127.0.0.1:8001 max_fails=3 fail_timeout=10; server 127.0.0.1:8002 max_fails=3 fail_timeout=10;")
     request("u")
     phases.balance()
     local p = peer()
+    local key = "f:u/" .. p .. "#1"
     ngx.status = 502
     ngx.var.upstream_header_time = "-"
     phases.logPhase()
-    assert.equal(1, ngx.shared.dyups:get("f:" .. p))
-    -- next requests: the one that lands on the same peer and succeeds clears its count
+    assert.equal(1, ngx.shared.dyups:get(key))
+    -- successes right after the failure do not reset the count (nginx: accessed == checked)
     for _ = 1, 4 do
       request("u")
       phases.balance()
       phases.logPhase()
     end
-    assert.is_nil(ngx.shared.dyups:get("f:" .. p))
+    assert.equal(1, ngx.shared.dyups:get(key))
+    -- after fail_timeout, the next pick of that peer moves `checked`, and its success resets the count
+    ngx._advance(11)
+    for _ = 1, 4 do
+      request("u")
+      phases.balance()
+      phases.logPhase()
+    end
+    assert.is_nil(ngx.shared.dyups:get(key))
   end)
 
   it("the benchmark entry point lives outside the hot module and skips only the version gate", function()
@@ -196,5 +242,65 @@ describe("balancer phase entry points", function()
     assert.equal("127.0.0.1:8001", peer())
     phases.logPhase()
     assert.is_nil(phases.balanceUngated)
+  end)
+
+  describe("per-request slots (no ngx.ctx)", function()
+    local slots
+    before_each(function() slots = require("dyups.phases.request_slot") end)
+
+    it("a request that never reaches the balancer leaves nothing behind", function()
+      for _ = 1, 10000 do
+        request("u")
+        phases.logPhase()
+      end
+      assert.equal(0, slots.slotsInUse())
+    end)
+
+    it("slots are reused: many sequential requests hold at most one", function()
+      update("u", "server 127.0.0.1:8001; server 127.0.0.1:8002;")
+      for _ = 1, 5000 do
+        request("u")
+        phases.balance()
+        phases.logPhase()
+      end
+      assert.equal(0, slots.slotsInUse())
+      assert.equal(0, reg.lookup("u").refs)
+    end)
+
+    it("a slot left behind (no log phase ran) is released by the next request at the same address", function()
+      update("u", "server 127.0.0.1:8001 max_fails=1; server 127.0.0.1:8002 max_fails=1;")
+      request("u")
+      phases.balance() -- e.g. a subrequest: nginx never runs its log phase
+      local abandoned = current
+      local ver = reg.lookup("u")
+      assert.equal(1, ver.refs)
+      -- a later request reuses that address: its first try finds the slot and releases it as stale
+      ngx._advance(1)
+      ngx._use_request({ ptr = abandoned.ptr, start = ngx.now() })
+      b.calls = {}
+      b.failure = nil
+      phases.balance()
+      assert.equal(1, #b.calls)
+      assert.equal(1, ver.refs) -- the stale pin was released, this request's pin taken
+      phases.logPhase()
+      assert.equal(0, ver.refs)
+      assert.equal(0, slots.slotsInUse())
+    end)
+
+    it("a log phase that finds an earlier request's slot releases it without reporting an outcome", function()
+      update("u", "server 127.0.0.1:8001 max_fails=1; server 127.0.0.1:8002 max_fails=1;")
+      request("u")
+      phases.balance()
+      local abandoned = current
+      local p = peer()
+      ngx._advance(1)
+      ngx._use_request({ ptr = abandoned.ptr, start = ngx.now() }) -- another request, no dyups balancer
+      ngx.status = 502
+      ngx.var.upstream_header_time = "-"
+      phases.logPhase()
+      assert.equal(0, reg.lookup("u").refs)
+      assert.equal(0, slots.slotsInUse())
+      assert.is_nil(ngx.shared.dyups:get("f:u/" .. p .. "#1")) -- not this request's outcome to report
+    end)
   end)
 end)

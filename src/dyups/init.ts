@@ -8,13 +8,20 @@
 //   balance()       balancer_by_lua (nginx/dyups.conf)    log()  log_by_lua   (phases/balancer.ts)
 //   update(name, body) / delete(name) -> status, message  (the original's Lua API; pipeline.ts)
 //   get(name) -> table | nil, list() -> { names }, status() -> table, version() -> log, applied
+//   check_status([format])  content_by_lua: the check module's status page; health(name) -> active health
+//   _VERSION        the release version ("0.1.0"; from package.json, see tools/build.sh)
 import { balance as balancePhase, logPhase } from "./phases/balancer";
+import { checkStatusPage, recordHealth } from "./health/status";
 import { handle } from "./http/interface";
 import * as pipeline from "./pipeline";
 import { appliedVersion, sync } from "./registry/sync";
 import { start, startWorker } from "./startup";
 import { statusReport } from "./status";
 import { currentVersion } from "./store/command_log";
+import { VERSION } from "dyups.version";
+
+/** The release version (semver), as in GET /status `dyups_version` and the workers' start-up log line. */
+export const _VERSION = VERSION;
 
 export function init(opts?: unknown): void {
     start(opts);
@@ -24,8 +31,9 @@ export function init_worker(): void {
     startWorker();
 }
 
-function interface_(): void {
-    handle();
+/** content_by_lua: the HTTP interface; `opts.prefix` names the location's prefix ({ prefix = "/dyups/" }). */
+function interface_(opts?: unknown): void {
+    handle(opts);
 }
 export { interface_ as interface };
 
@@ -66,13 +74,25 @@ export { delete_ as delete };
 export function get(name: unknown): unknown {
     const rec = pipeline.get(checkString(name, 1, "get"));
     if (rec === undefined) return undefined;
-    return { name: rec.name, body: rec.body, revision: rec.rev, method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
+    return { name: rec.name, body: rec.body, revision: pipeline.revisionOf(rec), method: rec.spec.method, servers: rec.spec.servers, endpoints: rec.endpoints };
 }
 
 /** Names of all upstreams, in creation order. */
 export function list(): string[] {
     sync();
     return pipeline.list();
+}
+
+/** The check module's status page as a content handler: `location /status { content_by_lua_block { require("dyups").check_status() } }`. */
+export function check_status(format?: string): void {
+    checkStatusPage(format);
+}
+
+/** Active health of upstream NAME: one table per checked address ({ upstream, server, addr, status, rise, fall, since, last_error, ... }), {} without `check`; nil when unknown. */
+export function health(name: unknown): unknown {
+    const rec = pipeline.get(checkString(name, 1, "health"));
+    if (rec === undefined) return undefined;
+    return recordHealth(rec);
 }
 
 export function status(): unknown {

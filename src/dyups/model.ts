@@ -31,7 +31,7 @@ export interface ServerSpec {
     index: number;
 }
 
-/** The health-check module's directives (check, check_http_send, check_http_expect_alive). */
+/** The health-check module's directives (check, check_http_send, check_http_expect_alive, check_keepalive_requests). */
 export interface CheckSpec {
     type: "tcp" | "http" | "ssl_hello" | "mysql" | "ajp";
     /** milliseconds */
@@ -46,6 +46,8 @@ export interface CheckSpec {
     httpSend?: string;
     /** e.g. ["http_2xx", "http_3xx"] */
     expectAlive?: string[];
+    /** check_keepalive_requests (http): requests per probe connection; undefined = 1 */
+    keepaliveRequests?: number;
 }
 
 export type Method = "round_robin" | "ip_hash" | "hash" | "least_conn" | "random";
@@ -63,6 +65,8 @@ export interface UpstreamSpec {
     keepalive: number;
     /** seconds (default 60) */
     keepaliveTimeout: number;
+    /** `keepalive_time`: seconds a kept connection may live (default 3600; nginx >= 1.21.3). Accepted; see README */
+    keepaliveTime: number;
     /** default 1000 (nginx >= 1.19.10) */
     keepaliveRequests: number;
     /** `zone NAME [SIZE]`: accepted, no effect */
@@ -91,8 +95,12 @@ export interface UpstreamRecord {
     rev: number;
     /** the version that first created this upstream (kept across replaces: listing order) */
     created?: number;
-    /** where it came from: "api", "conf", "dns", "state" */
+    /** where it came from: "api", "conf", "dns", "state", "etcd" */
     source: string;
+    /** the spelling of the name in the latest POST when it is not `name` (lowercase): what /list shows */
+    display?: string;
+    /** cluster mode: the etcd mod_revision of this state (its ETag there; rev stays this node's own version) */
+    etcd?: number;
 }
 
 export const DEFAULT_PORT = 80;

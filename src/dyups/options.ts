@@ -2,6 +2,7 @@
 // init() options: defaults, validation, and the one table every module reads. Runs in init_by_lua (master);
 // workers inherit the validated table. A bad option raises at start-up, so nginx refuses to start with the
 // reason (a caller's mistake, not a run-time failure).
+import { ClusterConfig, validateCluster } from "./cluster/config";
 
 // A type alias, not an interface: it is then comparable to the record that validateOptions builds key by key.
 export type Options = {
@@ -32,6 +33,23 @@ export type Options = {
     dns_stale_ttl: number;
     /** DNS query timeout (seconds) */
     dns_timeout: number;
+    /** interface tokens, one `TOKEN ROLE [NAME]` per line; read by init() in the master (dyups.http.auth) */
+    admin_tokens_file?: string;
+    /** interface tokens inline: { { token = "...", role = "read"|"write", name = "..." }, ... } */
+    admin_tokens?: unknown[];
+    /** without tokens: "loopback" (loopback clients only) or "any" (everyone, unauthenticated) */
+    interface_access: string;
+    /** Host names (besides loopback ones) the interface answers to in loopback mode */
+    interface_hosts?: string[];
+    /** CIDRs and "unix:/folder/" an upstream may point to (default: all but link-local/metadata; dyups.targets) */
+    allowed_targets?: string[];
+    /** failed authentications from one client within auth_fail_window seconds before it gets 429 */
+    auth_fail_limit: number;
+    auth_fail_window: number;
+    /** active health checks: probes in flight at once (the prober's light threads) */
+    check_concurrency: number;
+    /** cluster mode: etcd is the source of truth (dyups.cluster.*); validated and normalised */
+    cluster?: ClusterConfig;
 };
 
 export const DEFAULTS: Options = {
@@ -45,9 +63,13 @@ export const DEFAULTS: Options = {
     dns_max_ttl: 3600,
     dns_stale_ttl: 3600,
     dns_timeout: 2,
+    interface_access: "loopback",
+    auth_fail_limit: 10,
+    auth_fail_window: 60,
+    check_concurrency: 100,
 };
 
-type Kind = "string" | "number" | "boolean" | "list";
+type Kind = "string" | "number" | "boolean" | "list" | "table";
 const KINDS: LuaTable<string, Kind> = new LuaTable();
 KINDS.set("dict", "string");
 KINDS.set("upstream_conf", "string");
@@ -63,6 +85,15 @@ KINDS.set("dns_min_ttl", "number");
 KINDS.set("dns_max_ttl", "number");
 KINDS.set("dns_stale_ttl", "number");
 KINDS.set("dns_timeout", "number");
+KINDS.set("admin_tokens_file", "string");
+KINDS.set("admin_tokens", "table");
+KINDS.set("interface_access", "string");
+KINDS.set("interface_hosts", "list");
+KINDS.set("allowed_targets", "list");
+KINDS.set("auth_fail_limit", "number");
+KINDS.set("auth_fail_window", "number");
+KINDS.set("check_concurrency", "number");
+KINDS.set("cluster", "table");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
 export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefined] | [undefined, string]> {
@@ -79,6 +110,8 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
             for (const [, x] of ipairs(v as unknown[])) {
                 if (type(x) !== "string") return $multi(undefined, `option "${k as string}" must be a list of strings`);
             }
+        } else if (kind === "table") {
+            if (type(v) !== "table") return $multi(undefined, `option "${k as string}" must be a table, got ${type(v)}`);
         } else if (type(v) !== kind) {
             return $multi(undefined, `option "${k as string}" must be a ${kind}, got ${type(v)}`);
         }
@@ -96,12 +129,24 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
     if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
     if (o.state_file_strict && o.state_file === undefined) return $multi(undefined, `option "state_file_strict" needs "state_file"`);
+    if (o.interface_access !== "loopback" && o.interface_access !== "any") return $multi(undefined, `option "interface_access" must be "loopback" or "any"`);
+    if (!(o.auth_fail_limit >= 1) || math.floor(o.auth_fail_limit) !== o.auth_fail_limit) return $multi(undefined, `option "auth_fail_limit" must be a positive integer`);
+    if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);
+    if (!(o.check_concurrency >= 1 && o.check_concurrency <= 10000) || math.floor(o.check_concurrency) !== o.check_concurrency) {
+        return $multi(undefined, `option "check_concurrency" must be an integer in [1, 10000]`);
+    }
     if (o.resolver !== undefined) {
         for (const [i, ns] of ipairs(o.resolver)) {
             if (string.match(ns, "^[%x%.:%[%]]+$")[0] === undefined) {
                 return $multi(undefined, `option "resolver" entry ${i} ("${ns}") must be "ip[:port]"`);
             }
         }
+    }
+    if (o.cluster !== undefined) {
+        const [c, cerr] = validateCluster(o.cluster);
+        if (c === undefined) return $multi(undefined, cerr);
+        if (o.upstream_conf !== undefined) return $multi(undefined, `option "upstream_conf" cannot be used with "cluster": etcd is the source of truth (POST the file's upstreams to any node once)`);
+        o.cluster = c;
     }
     return $multi(o, undefined);
 }

@@ -14,12 +14,15 @@
 // file that is not a state is moved aside, its invalid records are reported and kept in a copy of the file,
 // and upstreams that do not fit the dict (either file) are reported, loudly, and left out (dyups.state.load;
 // GET /status shows the report).
+import { auditWrite, CONF_SOURCE } from "./audit";
+import { configureAuth } from "./http/auth";
 import { Endpoint } from "./model";
 import { getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
 import { tryBuild } from "./registry/build";
 import { catchUp, heartbeat, sync } from "./registry/sync";
+import { healthSync } from "./store/peer_health";
 import { booted, confSeen, markBooted, setConfSeen } from "./store/boot";
 import { upstreamsThatFit } from "./store/budget";
 import { commit, currentVersion, prepareStore, readRecord, topUpReserve } from "./store/command_log";
@@ -28,7 +31,12 @@ import { loadReport, prepareStateKeys, setLoadReport } from "./store/state_file"
 import { copyAside } from "./state/files";
 import { readState, Rejection, StateLoad } from "./state/load";
 import { saveIfChanged } from "./state/save";
+import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
+import { healthRelease, healthTick } from "./health/prober";
+import { clusterRelease, clusterTick } from "./cluster/watcher";
+import { bumpConfGeneration } from "./store/health";
+import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
     error(`dyups: ${msg}`, 0);
@@ -53,29 +61,41 @@ interface Skipped {
     notLoadedReason?: string;
 }
 
+/** What a state-file record brings besides its body. */
+interface Saved {
+    endpoints?: Endpoint[][];
+    display?: string;
+    etcd?: number;
+}
+
 /**
- * Applies one upstream during start-up (master, no yields), through the write pipeline's checks like a POST.
- * Returns nothing when it is stored, else [reason, invalid]: invalid = false when the upstream is valid but
- * did not fit (429 max_upstreams, 507 the dict's budget or memory).
+ * Applies one upstream during start-up (master, no yields), through the write pipeline's checks like a POST
+ * (the body, the allowed targets, the sandbox build). `display`: the spelling to list it by. Returns nothing
+ * when it is stored, else [reason, invalid]: invalid = false when the upstream is valid but did not fit (429
+ * max_upstreams, 507 the dict's budget or memory).
  */
-function applyAtStart(name: string, body: string, source: string, saved?: Endpoint[][]): LuaMultiReturn<[string, boolean] | [undefined, undefined]> {
+function applyAtStart(name: string, body: string, source: string, saved: Saved, display?: string): LuaMultiReturn<[string, boolean] | [undefined, undefined]> {
     const [rec, err] = prepare(name, body, source);
     if (rec === undefined) return $multi(err as string, true);
-    if (saved !== undefined) {
-        if (saved.length !== rec.endpoints.length) {
-            return $multi(`its endpoints list ${saved.length} servers, its body ${rec.endpoints.length}`, true);
+    if (saved.endpoints !== undefined) {
+        if (saved.endpoints.length !== rec.endpoints.length) {
+            return $multi(`its endpoints list ${saved.endpoints.length} servers, its body ${rec.endpoints.length}`, true);
         }
         // names not resolvable at start (no DNS in init) start from the last good answers of the state file
+        // (those allowed_targets still allows)
         for (const [i, eps] of ipairs(rec.endpoints)) {
-            const old = saved[i - 1];
-            if (eps.length === 0 && rec.spec.servers[i - 1].kind === "name") rec.endpoints[i - 1] = old;
+            const old = saved.endpoints[i - 1];
+            if (eps.length === 0 && rec.spec.servers[i - 1].kind === "name") rec.endpoints[i - 1] = allowedOnly(old)[0] ?? [];
         }
     }
+    if (saved.etcd !== undefined) rec.etcd = saved.etcd; // cluster mode: the revision it had in etcd
+    if (display !== undefined && display !== name && string.lower(display) === name) rec.display = display;
     // the sandbox build of a POST: what every worker will build from this record
     const [ver, berr] = tryBuild(rec);
     if (ver === undefined) return $multi(berr as string, true);
-    const [v, reason, status] = commit(name, rec);
+    const [v, reason, status, before] = commit(name, rec);
     if (v === undefined) return $multi(reason, status !== 429 && status !== 507);
+    if (source === "conf") auditWrite("update", name, before, v, CONF_SOURCE);
     return $multi(undefined, undefined);
 }
 
@@ -92,7 +112,7 @@ function loadState(path: string): { load: StateLoad; skipped: Skipped; loaded: n
     for (const [, r] of ipairs(load.rejected)) skipped.rejected[skipped.rejected.length] = r;
     let loaded = 0;
     for (const [, e] of ipairs(load.entries)) {
-        const [reason, invalid] = applyAtStart(e.name, e.body, e.source, e.endpoints);
+        const [reason, invalid] = applyAtStart(e.name, e.body, e.source, { endpoints: e.endpoints, etcd: e.etcd }, e.display);
         if (reason === undefined) {
             loaded = loaded + 1;
         } else if (invalid === true) {
@@ -125,6 +145,10 @@ export function start(opts?: unknown): void {
     const [o, err] = validateOptions(opts);
     if (o === undefined) fail(`bad option: ${err}`);
     setOptions(o);
+    const [, aerr] = configureAuth(o);
+    if (aerr !== undefined) fail(aerr);
+    const [, terr] = configureTargets(o.allowed_targets);
+    if (terr !== undefined) fail(terr);
     resetDict();
     prepareStore();
     prepareStateKeys();
@@ -184,7 +208,7 @@ export function start(opts?: unknown): void {
         const sum = ngx.md5(e.body);
         const lname = string.lower(e.name);
         if (seen.get(lname) !== sum || (fresh && readRecord(lname) === undefined && seen.get(lname) === undefined)) {
-            const [reason, invalid] = applyAtStart(lname, e.body, "conf");
+            const [reason, invalid] = applyAtStart(lname, e.body, "conf", {}, e.name);
             if (reason !== undefined && invalid === true) fail(`upstream "${e.name}": ${reason}`);
             if (reason !== undefined) {
                 confSkipped[confSkipped.length] = lname;
@@ -209,6 +233,7 @@ export function start(opts?: unknown): void {
     });
     setConfSeen(seen);
     markBooted();
+    bumpConfGeneration();
 }
 
 function tick(premature: boolean): void {
@@ -216,22 +241,33 @@ function tick(premature: boolean): void {
         // nginx is stopping or reloading: a last save of anything not yet written
         pcall(saveIfChanged);
         pcall(dnsRelease);
+        pcall(healthRelease);
+        pcall(clusterRelease);
         return;
     }
     const [ok, err] = pcall(sync);
     if (!ok) ngx.log(ngx.ERR, "dyups: sync failed: ", err);
+    // other workers' passive failures and the prober's up/down changes reach this worker's cache here:
+    // within one sync_interval, with no shm read per request (its own reports apply at once)
+    healthSync();
     heartbeat();
     topUpReserve();
+    const [cok, cerr] = pcall(clusterTick);
+    if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
     if (getOptions().state_file !== undefined) pcall(saveIfChanged);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
+    const [hok, herr] = pcall(healthTick);
+    if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
 }
 
 export function startWorker(): void {
     math.randomseed(ngx.now() * 1000 + ngx.worker.pid());
     const [ok, err] = pcall(catchUp);
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
+    healthSync();
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
-    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion());
+    pcall(clusterTick); // cluster mode: the elected worker starts following etcd now, not a tick later
+    ngx.log(ngx.NOTICE, "dyups: worker ", ngx.worker.id(), " (pid ", ngx.worker.pid(), ") started, version ", currentVersion(), ", dyups ", VERSION);
 }

@@ -2,6 +2,7 @@
 // GET /status: what an operator needs to see that every worker converged. Content phase only.
 // Cost: O(workers) shm reads (the store's counters, one heartbeat per worker), whatever the number of
 // upstreams: nothing here lists the dict's keys or decodes records (the DNS part is O(names resolved)).
+//   dyups_version  the release version (semver)
 //   version        the log's committed version
 //   digest         the digest of the stored state (each caught-up worker's digest equals it)
 //   upstreams      how many exist
@@ -12,6 +13,7 @@
 //   limits         max_upstreams and how many more upstreams fit
 //   state_file     the last save (time, result, error), failures, the last start-up load
 //   dns            the resolver's state (dns/status.ts)
+//   health         active health checks (health/status.ts); cluster: the etcd watcher (cluster/status.ts)
 import { stats } from "./registry/sync";
 import { getOptions } from "./options";
 import { budgetBytes, ONE_SERVER_BYTES } from "./store/budget";
@@ -22,6 +24,9 @@ import { lastSave, loadReport, savedVersion, saveFailures } from "./store/state_
 import { readHeartbeat } from "./store/workers";
 import { folderWritable } from "./state/files";
 import { dnsStatus } from "./dns/status";
+import { healthReport } from "./health/status";
+import { clusterStatus } from "./cluster/status";
+import { VERSION } from "dyups.version";
 
 /** The digest of the stored state (every worker's digest equals it once caught up). One shm get. */
 export function stateDigest(): number {
@@ -76,6 +81,7 @@ export function statusReport(withRefs?: boolean): unknown {
     const headroom = math.max(0, budget - used);
     const max = getOptions().max_upstreams ?? 0;
     return {
+        dyups_version: VERSION,
         version,
         digest: storedDigest(),
         upstreams: n,
@@ -95,5 +101,7 @@ export function statusReport(withRefs?: boolean): unknown {
         },
         state_file: stateFileStatus(version),
         dns: dnsStatus(),
+        health: healthReport(),
+        cluster: clusterStatus(),
     };
 }

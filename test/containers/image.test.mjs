@@ -29,7 +29,7 @@ test("the rendered config: ports from the environment, interface on 127.0.0.1 on
   assert.match(out, /^daemon off;$/m);
   assert.match(out, /^error_log stderr /m);
   assert.match(out, /require\("dyups"\)\.init\(\{ upstream_conf = "[^"]+upstream\.conf", state_file = "\/var\/lib\/dyups\/state\.json" \}\)/);
-  assert.match(out, /include \/opt\/dyups\/nginx\/dyups\.conf;/);
+  assert.match(out, /include \/usr\/local\/share\/dyups\/dyups\.conf;/);
   // every listen is on loopback
   const listens = [...out.matchAll(/\blisten\s+([^;]+);/g)].map((m) => m[1]);
   assert.ok(listens.length >= 4);
@@ -77,7 +77,7 @@ test("on an OpenResty layout the entrypoint uses openresty and adds no load_modu
 });
 
 test("the image holds the compiled Lua and no Node", async () => {
-  const { code, out } = await run({ pre: ["--entrypoint", "sh"], cmd: ["-c", "test -f /opt/dyups/lua/dyups/init.lua && test -f /opt/dyups/lua/ngx/dyups.lua && test -f /opt/dyups/nginx/dyups.conf && ! command -v node && ! test -e /opt/dyups/node_modules && ! test -e /opt/dyups/src && echo fine"] });
+  const { code, out } = await run({ pre: ["--entrypoint", "sh"], cmd: ["-c", "test -f /usr/local/share/lua/5.1/dyups/init.lua && test -f /usr/local/share/lua/5.1/ngx/dyups.lua && test -f /usr/local/share/dyups/dyups.conf && ! command -v node && ! command -v npm && ! find / -xdev \\( -name node_modules -o -name '*.ts' -o -name 'node' -type f \\) -print | grep -q . && echo fine"] });
   assert.equal(code, 0, out);
   assert.match(out, /^fine$/m);
 });

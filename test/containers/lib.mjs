@@ -3,7 +3,8 @@
 // Environment: a Docker engine (scripts/docker-engine.sh start), TESTCONTAINERS_RYUK_DISABLED=true (the Ryuk image
 // cannot be pulled offline), TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 (set below when missing). DYUPS_IMAGE: an
 // already built product image (scripts/containers.sh builds one); without it the image is built here from the
-// Dockerfile with BASE_IMAGE=$DYUPS_BASE_IMAGE (default dyups-base:bookworm). DYUPS_TEST_RUN labels every container
+// Dockerfile with BASE_IMAGE=BUILD_IMAGE=$DYUPS_BASE_IMAGE (default dyups-base:bookworm) and the release tarball of
+// scripts/dist.sh (DIST_TARBALL: no Node image needed). DYUPS_TEST_RUN labels every container
 // of a run (org.dyups.test-run) so that leftovers can be removed.
 //
 // Every container is started with a fixed name and label and removed in after() even when its start failed (with
@@ -44,8 +45,10 @@ export function productImage() {
     if (process.env.DYUPS_IMAGE) return process.env.DYUPS_IMAGE;
     const t0 = Date.now();
     const tag = process.env.DYUPS_IMAGE_TAG ?? "dyups:containers-test"; // the tag scripts/containers.sh builds too
+    const base = process.env.DYUPS_BASE_IMAGE ?? "dyups-base:bookworm";
+    const tarball = execFileSync(path.join(ROOT, "scripts/dist.sh"), [path.join(ROOT, "dist")], { encoding: "utf8" }).trim();
     await GenericContainer.fromDockerfile(ROOT)
-      .withBuildArgs({ BASE_IMAGE: process.env.DYUPS_BASE_IMAGE ?? "dyups-base:bookworm" })
+      .withBuildArgs({ BASE_IMAGE: base, BUILD_IMAGE: base, DIST_TARBALL: `dist/${path.basename(tarball)}` })
       .withPullPolicy({ shouldPull: () => false })
       .build(tag, { deleteOnExit: false });
     console.log(`# image ${tag} built in ${Date.now() - t0} ms`);

@@ -120,6 +120,8 @@ before(async () => {
     "fixed.test": ["127.0.0.5"],
     "slow.test": ["127.0.0.7"],
     "b9.test": ["127.0.0.9"],
+    "meta.test": ["169.254.169.254"],
+    "rebind.test": ["127.0.0.2"],
   };
   dns = await startDns(hostsFile(table), [`--srv-host=_http._tcp.svc.test,b9.test,${bp},0,10`]);
   servers.push(await nodeServer("127.0.0.7", sp, "slow", 2000));
@@ -313,4 +315,23 @@ test("service= resolves SRV records: port and target from the records", async ()
   assert.ok(e, "SRV query missing from /status");
   assert.equal(e.type, "SRV");
   assert.deepEqual(e.addresses, [`127.0.0.9:${bp} weight=10`]);
+});
+
+test("link-local and metadata answers are refused (allowed targets): at the POST, and dropped at re-resolution", async () => {
+  // no request is ever proxied while a name points at 169.254.169.254: only the interface is asked
+  const r = await ng.post("/upstream/meta", `server meta.test:${bp} resolve;`);
+  assert.equal(r.status, 400, r.body);
+  assert.match(r.body, /^add server failed: server 1 \(meta\.test:\d+\): target 169\.254\.169\.254 is a link-local/);
+  assert.equal((await ng.get("/upstream/meta")).status, 404);
+  assert.equal((await ng.post("/upstream/rebind", `server rebind.test:${bp} resolve;`)).status, 200);
+  assert.equal((await ng.get("/upstream/rebind")).body, `server 127.0.0.2:${bp}\n`);
+  setNames({ "rebind.test": ["127.0.0.3", "169.254.169.254"] });
+  const resolved = async () => JSON.parse((await ng.get("/upstream/rebind?format=json")).body).servers[0].resolved;
+  const moved = await eventually(async () => (await resolved()).includes(`127.0.0.3:${bp}`), 5000);
+  assert.ok(moved, `the new answer was not applied: ${await resolved()}`);
+  assert.deepEqual(await resolved(), [`127.0.0.3:${bp}`]);
+  assert.match(ng.errorLog(), /upstream rebind server 1: refused an address of the answer: target 169\.254\.169\.254/);
+  setNames({ "rebind.test": ["127.0.0.3"] });
+  assert.equal((await ng.proxy("rebind")).body, "b3");
+  assert.match(ng.errorLog(), /dyups audit: op=update upstream=rebind rev_before=\d+ rev_after=\d+ source=dns/);
 });

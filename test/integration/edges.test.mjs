@@ -196,8 +196,8 @@ describe("the state file is not trusted", () => {
     writeFileSync(stateFile, text);
     ng = await start({ workers: 2, backends: 0, prefix, init: { state_file: stateFile, resolver: ["127.0.0.1:1"] },
       httpExtra: `server { listen 127.0.0.1:${pa}; return 200 "${pa}"; } server { listen 127.0.0.1:${pb}; return 200 "${pb}"; }` });
-    // the good records load, in file order; UPPER is read as "upper", like a POST
-    assert.equal((await ng.get("/list")).body, "good1\nupper\nnamed\ngood2\n");
+    // the good records load, in file order; UPPER is stored as "upper" and listed as spelled, like a POST
+    assert.equal((await ng.get("/list")).body, "good1\nUPPER\nnamed\ngood2\n");
     assert.equal((await ng.proxy("good1")).body, String(pa));
     assert.equal((await ng.proxy("upper")).body, String(pb));
     assert.equal((await ng.proxy("named")).body, String(pa), "a name starts from its saved address");
@@ -412,6 +412,11 @@ describe("big reads do not block a worker", () => {
     let t = performance.now();
     const st = await status(ng);
     console.log(`# /status with ${st.upstreams} upstreams of 100 servers: ${(performance.now() - t).toFixed(1)} ms`);
+    // the same proxied requests without the stream first: what this (shared, loaded) machine gives them anyway
+    const base = [];
+    for (let i = 0; i < 300; i++) { const p = await ng.proxy("px"); base.push(p.doneAt - p.sentAt); }
+    base.sort((x, y) => x - y);
+    const baseP99 = base[Math.floor(base.length * 0.99)];
     // the stream (read by curl in a process of its own, so that reading 10 MB does not slow this process's
     // clock), and proxied requests on the same (only) worker meanwhile, timed here
     let done = false;
@@ -439,9 +444,12 @@ describe("big reads do not block a worker", () => {
     lat.sort((x, y) => x - y);
     const p99 = lat[Math.floor(lat.length * 0.99)];
     console.log(`# /detail ${(d.body.length / 1048576).toFixed(1)} MB in ${ms.toFixed(0)} ms; ${lat.length} proxied requests meanwhile: ` +
-      `p50 ${lat[Math.floor(lat.length / 2)].toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${lat[lat.length - 1].toFixed(1)} ms`);
+      `p50 ${lat[Math.floor(lat.length / 2)].toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${lat[lat.length - 1].toFixed(1)} ms ` +
+      `(without the stream: p50 ${base[150].toFixed(1)} ms, p99 ${baseP99.toFixed(1)} ms)`);
     assert.ok(lat.length >= 50, `only ${lat.length} requests while it streamed`);
-    assert.ok(p99 < 20, `proxy p99 ${p99.toFixed(1)} ms`);
+    // 20 ms on top of what the machine's own load costs these requests (about 1 ms when it is quiet); a
+    // /detail that held the worker would cost them the whole answer (1.5 s before streaming)
+    assert.ok(p99 < 20 + baseP99, `proxy p99 ${p99.toFixed(1)} ms (${baseP99.toFixed(1)} ms without the stream)`);
 
     // pagination: /list?format=json in pages of 500 gives the plain list's names in order
     const plain = (await ng.get("/list")).body.trim().split("\n");

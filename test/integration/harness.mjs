@@ -38,7 +38,8 @@ export function backendServers(ports) {
  *   workers (2), init (init() options object), backends (number of demo backends: each answers its own
  *   port as the body), httpExtra / serverExtra (config text), dictSize ("32m"), prefix (reuse a prefix:
  *   for restart tests), upstreamConf (text written to <prefix>/upstream.conf and passed as upstream_conf),
- *   includeConf (false: do not include nginx/dyups.conf; the test supplies its own in httpExtra).
+ *   includeConf (false: do not include nginx/dyups.conf; the test supplies its own in httpExtra),
+ *   dyupsConf (the dyups.conf to include: default nginx/dyups.conf), luaPackagePath (default: dist/lua, then ";;").
  * Returns an object with ports, request helpers, logs and stop().
  */
 export async function startNginx(o = {}) {
@@ -59,7 +60,7 @@ export async function startNginx(o = {}) {
     writeFileSync(path.join(prefix, "upstream.conf"), o.upstreamConf);
     init.upstream_conf = path.join(prefix, "upstream.conf");
   }
-  const dyupsConf = o.includeConf === false ? "" : `include ${ROOT}/nginx/dyups.conf;`;
+  const dyupsConf = o.includeConf === false ? "" : `include ${o.dyupsConf ?? `${ROOT}/nginx/dyups.conf`};`;
   const conf = `
 ${IS_OPENRESTY ? "" : "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"}
 daemon off;
@@ -72,7 +73,7 @@ http {
   access_log off;
   client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
   fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
-  lua_package_path "${LUA}/?.lua;${LUA}/?/init.lua;;";
+  lua_package_path "${o.luaPackagePath ?? `${LUA}/?.lua;${LUA}/?/init.lua;;`}";
   ${dyupsConf}
   init_by_lua_block { require("dyups").init(${luaValue(init)}) }
   init_worker_by_lua_block { require("dyups").init_worker() ${o.initWorkerExtra ?? ""} }

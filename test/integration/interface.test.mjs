@@ -10,7 +10,7 @@ before(async () => {
   ng = await startNginx({
     workers: 2,
     backends: 2,
-    serverExtra: `location /dyups/ { content_by_lua_block { require("dyups").interface() } }`,
+    serverExtra: `location /dyups/ { content_by_lua_block { require("dyups").interface({ prefix = "/dyups/" }) } }`,
   });
 });
 after(async () => { await ng?.stop(); });
@@ -152,7 +152,7 @@ describe("writes", () => {
   });
 
   test("POST with no body at all is 204; Content-Length: 0 is 400", async () => {
-    const raw = await rawRequest(ng.apiPort, "POST /upstream/host1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const raw = await rawRequest(ng.apiPort, "POST /upstream/host1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     assert.match(raw, /^HTTP\/1.1 204 /);
     const r2 = await request(ng.apiPort, "POST", "/upstream/host1", { body: "" });
     assert.equal(r2.status, 400);

@@ -160,4 +160,15 @@ function parseClientAddr(text: string | undefined): number {
     return pseudo();
 }
 
-export { addrBytes, parseClientAddr };
+/**
+ * Fill addrBytes with all the bytes of the IP address `text` (no brackets, no port, no zone) and return
+ * 4 (IPv4) or 16 (IPv6), or 0 when it is not an address. Not a hot path (allowed targets, client keys).
+ */
+function parseIp(text: string): number {
+    const len = text.length;
+    if (len === 0) return 0;
+    if (string.find(text, ":", 1, true)[0] !== undefined) return parseIPv6(text, len + 1) ? 16 : 0;
+    return parseQuad(text, 1, len + 1, 0) ? 4 : 0;
+}
+
+export { addrBytes, parseClientAddr, parseIp };

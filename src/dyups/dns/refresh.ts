@@ -19,13 +19,15 @@
 // A pass (something due) runs at most once at a time per worker; ticks that overlap a long pass only renew.
 import { Endpoint, ServerSpec, UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { tryBuild } from "../registry/build";
+import { releaseVanished, tryBuild } from "../registry/build";
 import { appliedVersion, eachName, record, revision } from "../registry/sync";
 import { changedSince, commit } from "../store/command_log";
 import { deleteQuery, loadQuery, saveQuery, writeQueryIndex } from "../store/dns";
 import { claim as claimLease, release } from "../store/lease";
 import { DnsLimits, newState, onAnswer, onFailure, QueryState, queryKey, sameEndpoints, serverEndpoints, Transition } from "./policy";
 import { lookupA, lookupSrv } from "./resolve";
+import { auditWrite, DNS_SOURCE } from "../audit";
+import { allowedOnly } from "../targets";
 
 interface Watch {
     rev: number;
@@ -243,6 +245,21 @@ function refreshKey(key: string, now: number): void {
     }
 }
 
+/** refused targets already logged, per "name#server" (a refusal is logged when it changes) */
+const refusedLogged: LuaTable<string, string> = new LuaTable();
+
+/** An answer without the addresses allowed_targets refuses (dyups.targets); each refusal logged once. */
+function allowedTargets(name: string, i: number, eps: Endpoint[] | undefined): Endpoint[] | undefined {
+    if (eps === undefined) return undefined;
+    const [kept, why] = allowedOnly(eps);
+    const key = `${name}#${i}`;
+    if (why !== undefined && refusedLogged.get(key) !== why) {
+        ngx.log(ngx.WARN, "dyups: dns: upstream ", name, " server ", i, ": refused an address of the answer: target ", why);
+    }
+    refusedLogged.set(key, why as string);
+    return kept;
+}
+
 /**
  * Commits NAME's endpoints when its queries' answers differ from the record this worker routes by.
  * Returns false when the commit should be retried later (lock busy, dict full).
@@ -264,7 +281,7 @@ function reconcile(name: string): boolean {
                 st = loadState(key) ?? false;
                 states.set(key, st);
             }
-            const fresh = serverEndpoints(s, st === false ? undefined : st);
+            const fresh = allowedTargets(name, i, serverEndpoints(s, st === false ? undefined : st));
             if (fresh !== undefined && !sameEndpoints(fresh, cur)) {
                 eps = fresh;
                 changed = true;
@@ -275,6 +292,7 @@ function reconcile(name: string): boolean {
     if (!changed) return true;
     const nrec: UpstreamRecord = {
         name: rec.name, body: rec.body, spec: rec.spec, endpoints, rev: rec.rev, created: rec.created, source: "dns",
+        display: rec.display, etcd: rec.etcd,
     };
     const [built] = tryBuild(nrec);
     if (built === undefined) return true; // a bug, logged at alert by tryBuild
@@ -282,6 +300,8 @@ function reconcile(name: string): boolean {
     if (v !== undefined) {
         ngx.log(ngx.NOTICE, "dyups: dns: upstream ", name, " has ", built.peers.total,
             " peers after a DNS change (version ", v, ")");
+        auditWrite("update", name, rec.rev, v, DNS_SOURCE);
+        releaseVanished(rec, nrec);
         return true;
     }
     if (status === 412) return true; // an interface write won; its revision gets indexed and recomputed

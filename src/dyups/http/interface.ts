@@ -3,18 +3,24 @@
 //   GET /list, GET /detail, GET /upstream/NAME, POST /upstream/NAME, DELETE /upstream/NAME
 // with the original's statuses and bodies byte for byte (204 on empty list/detail, the `uptream` typo,
 // 404 for bad POST paths but 405 for bad DELETE paths, no Content-Type), and these improvements:
-//   - works at `location /` and under any prefix location (`location /dyups/` serves /dyups/list): the
-//     resource is recognised from the end of the URI;
+//   - the whole URI is the resource, as in the original (dyups.http.router); a location mounted under a
+//     prefix says so: interface({ prefix = "/dyups/" }) serves /dyups/list and nothing outside the prefix;
+//   - an access gate before routing (dyups.http.auth): tokens with roles, loopback-only without tokens,
+//     no cross-site writes; the admitted source goes down to the write pipeline (audit);
 //   - a bad body is 400 "add server failed: REASON" (nothing changes), never the original's bare 500;
 //   - the whole body is read, chunked or spooled to a temp file;
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
-//   - `?format=json` on /list, /detail and /upstream/NAME; ETag/If-Match revisions for safe concurrent edits;
+//   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
+//     revisions for safe concurrent edits; GET /check_status: the check module's status page;
 //   - /list and /detail stream (http/views.ts): a large answer never holds the worker; JSON views page.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
-import { get, remove, update } from "../pipeline";
+import { get, remove, revisionOf, update } from "../pipeline";
 import { sync } from "../registry/sync";
+import { admit, Refusal } from "./auth";
+import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
+import { checkStatusPage } from "../health/status";
 import { detailLines, detailView, listView, recordJson } from "./views";
 
 function send(status: number, body: string): void {
@@ -80,22 +86,6 @@ function expectedRevision(): LuaMultiReturn<[number | undefined, boolean]> {
     return $multi(undefined, true);
 }
 
-/** Splits the URI and finds the resource at its end (prefix locations), else the whole URI (original rules). */
-function resource(uri: string): LuaMultiReturn<[string[], number]> {
-    const segs: string[] = [];
-    let n = 0;
-    for (const [seg] of string.gmatch(uri, "[^/]+")) {
-        n = n + 1;
-        segs[n - 1] = seg;
-    }
-    if (n >= 2 && string.lower(segs[n - 2]) === "upstream") return $multi(["upstream", segs[n - 1]], 2);
-    if (n >= 1) {
-        const last = string.lower(segs[n - 1]);
-        if (last === "list" || last === "detail" || last === "status") return $multi([last], 1);
-    }
-    return $multi(segs, n);
-}
-
 function handleGet(res: string[], n: number): void {
     ngx.req.discard_body();
     sync();
@@ -106,7 +96,7 @@ function handleGet(res: string[], n: number): void {
     if (what === "upstream" && n === 2) {
         const rec = get(res[1]);
         if (rec === undefined) return send(404, "");
-        ngx.header["ETag"] = `"${rec.rev}"`;
+        ngx.header["ETag"] = `"${revisionOf(rec)}"`;
         if (wantsJson()) return sendJson(recordJson(rec));
         const out: string[] = [];
         detailLines(rec, false, out);
@@ -120,9 +110,28 @@ function handleGet(res: string[], n: number): void {
     return send(404, "");
 }
 
-export function handle(): void {
+/** Answers a request the access gate refused (the body is the reason; never a token). */
+function refuse(r: Refusal): void {
+    ngx.req.discard_body();
+    if (r.authenticate !== undefined) ngx.header["WWW-Authenticate"] = r.authenticate;
+    if (r.retryAfter !== undefined) ngx.header["Retry-After"] = `${r.retryAfter}`;
+    send(r.status, r.body);
+}
+
+/** interface(opts): opts.prefix is the location's prefix ("/dyups/"); default "/" (the whole URI). */
+export function handle(opts?: unknown): void {
+    const prefix = interfacePrefix(opts);
     const method = ngx.req.get_method();
-    const [res, n] = resource(ngx.var.uri ?? "/");
+    const vars = ngx.var;
+    const [who, refusal] = admit({
+        method, client: vars.remote_addr ?? "", authorization: vars.http_authorization, host: vars.http_host,
+        origin: vars.http_origin, fetchSite: vars.http_sec_fetch_site,
+    });
+    if (who === undefined) return refuse(refusal as Refusal);
+    const [res, n] = resource(vars.uri ?? "/", prefix);
+    const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
+    if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
+    if (n === 1 && string.lower(res[0]) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();
@@ -130,7 +139,7 @@ export function handle(): void {
         if (string.lower(res[0]) !== "upstream") return send(405, "not support this api");
         const [expect, okHeader] = expectedRevision();
         if (!okHeader) return send(400, "invalid If-Match header");
-        const [v, reason, status] = remove(res[1], expect);
+        const [v, reason, status] = remove(res[1], expect, who);
         if (v === undefined) return send(status, reason);
         ngx.header["X-Dyups-Version"] = `${v}`;
         return send(200, "success");
@@ -144,7 +153,7 @@ export function handle(): void {
     if (body === undefined) return send(204, "");
     const [expect, okHeader] = expectedRevision();
     if (!okHeader) return send(400, "invalid If-Match header");
-    const [v, reason, status] = update(res[1], body, expect);
+    const [v, reason, status] = update(res[1], body, expect, who);
     if (v === undefined) return send(status, reason);
     ngx.header["X-Dyups-Version"] = `${v}`;
     return send(200, "success");

@@ -15,8 +15,10 @@
 // the previous page, until its place is compacted away; else 400).
 // Phase: content.
 import * as cjson from "cjson.safe";
+import { recordHealth } from "../health/status";
 import { UpstreamRecord } from "../model";
 import { validateName } from "../parse/upstream";
+import { revisionOf } from "../pipeline";
 import { endpointId } from "../registry/build";
 import * as order from "../registry/order";
 import { record } from "../registry/sync";
@@ -61,9 +63,10 @@ export function recordJson(rec: UpstreamRecord): unknown {
         servers[i - 1] = {
             addr: s.addr, resolved: addrs, weight: s.weight, max_conns: s.maxConns, max_fails: s.maxFails,
             fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
+            health: rec.spec.check !== undefined ? recordHealth(rec, i) : undefined,
         };
     }
-    return { name: rec.name, revision: rec.rev, method: rec.spec.method, hash_key: rec.spec.hashKey,
+    return { name: rec.display ?? rec.name, revision: revisionOf(rec), method: rec.spec.method, hash_key: rec.spec.hashKey,
         keepalive: rec.spec.keepalive, servers, body: rec.body };
 }
 
@@ -214,7 +217,7 @@ function endJson(st: Stream, next: string | undefined): void {
     if (next === undefined) {
         put(st, "]}\n");
     } else {
-        const [text] = cjson.encode(next);
+        const [text] = cjson.encode(order.shown(next));
         put(st, `],"next":${text ?? '""'}}\n`);
     }
     finish(st);
@@ -229,7 +232,7 @@ export function listView(json: boolean): void {
         }
         const st = newStream();
         walk(st, 0, 0, (name: string) => {
-            put(st, name + "\n");
+            put(st, order.shown(name) + "\n");
             return true;
         });
         return finish(st);
@@ -240,7 +243,7 @@ export function listView(json: boolean): void {
     put(st, '{"upstreams":[');
     let first = true;
     const next = walk(st, pg.from, pg.limit, (name: string) => {
-        const [text] = cjson.encode(name);
+        const [text] = cjson.encode(order.shown(name));
         put(st, (first ? "" : ",") + (text ?? '""'));
         first = false;
         return true;
@@ -266,7 +269,7 @@ export function detailView(json: boolean): void {
                 ngx.log(ngx.ERR, "dyups: cannot show upstream ", name, ": ", err);
                 return false;
             }
-            put(st, name + "\n");
+            put(st, (rec.display ?? name) + "\n");
             put(st, table.concat(lines));
             put(st, "\n");
             return true;

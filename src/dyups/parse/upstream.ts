@@ -24,7 +24,9 @@
 //   - fail_timeout accepts milliseconds ("500ms" = 0.5 s; nginx refuses "ms" there);
 //   - integers above 2^31-1 are refused (nginx takes up to 2^63-1: any such value is a typo);
 //   - host names must be syntactically valid DNS names, dotted quads must be valid IPv4 ("1..2.3" is refused);
-//   - `zone`, `check`, `check_http_send` given twice are errors (the check module silently overwrites).
+//   - `zone` given twice is an error; `check`, `check_http_send`, `check_keepalive_requests` repeat as in the
+//     check module (the last one wins); `type=fastcgi` and `port=` above 65535 are refused (the module
+//     accepts them and then never checks the peer / probes port & 0xffff).
 
 import {
     CheckSpec,
@@ -48,6 +50,8 @@ export const MAX_SERVERS = 10000;
 export const DEFAULT_KEEPALIVE_TIMEOUT = 60;
 /** nginx >= 1.19.10 */
 export const DEFAULT_KEEPALIVE_REQUESTS = 1000;
+/** seconds (nginx >= 1.21.3: keepalive_time 1h) */
+export const DEFAULT_KEEPALIVE_TIME = 3600;
 /** The check module's defaults (milliseconds for interval and timeout). */
 export const DEFAULT_CHECK_INTERVAL = 30000;
 export const DEFAULT_CHECK_RISE = 2;
@@ -336,11 +340,13 @@ interface State {
     randomTwo: boolean;
     keepalive: number;
     keepaliveTimeout: number;
+    keepaliveTime: number;
     keepaliveRequests: number;
     zone: string | undefined;
     check: CheckSpec | undefined;
     httpSend: string | undefined;
     expectAlive: string[] | undefined;
+    checkKeepaliveRequests: number | undefined;
     /** directives that may appear once, by name */
     seen: LuaTable<string, boolean>;
     /** index and line of the first backup server (0: none) */
@@ -583,6 +589,16 @@ function keepaliveTimeoutDirective(st: State, n: number, args: string[]): string
     return undefined;
 }
 
+function keepaliveTimeDirective(st: State, n: number, args: string[]): string | undefined {
+    if (n !== 2) return argsError("keepalive_time");
+    const dup = duplicate(st, "keepalive_time");
+    if (dup !== undefined) return dup;
+    const ms = parseTime(args[1], false);
+    if (ms === undefined) return invalidValue("value", args[1], "keepalive_time");
+    st.keepaliveTime = ms / 1000;
+    return undefined;
+}
+
 function keepaliveRequestsDirective(st: State, n: number, args: string[]): string | undefined {
     if (n !== 2) return argsError("keepalive_requests");
     const dup = duplicate(st, "keepalive_requests");
@@ -609,16 +625,21 @@ function zoneDirective(st: State, n: number, args: string[], lines: number[]): s
     return undefined;
 }
 
+/**
+ * `check`: the check module's grammar. Each parameter is matched by name; a parameter may repeat and the
+ * last one wins; a second `check` line starts from the defaults again but keeps an earlier `type=` when it
+ * has none (all as the module). `type=fastcgi` is refused: the module never sends its request for a
+ * dynamic upstream (the peer is always down, reference §6.3). `port=` is 1..65535 (the module truncates it
+ * to 16 bits). `unique=` is accepted and has no effect, as in a dyups body.
+ */
 function checkDirective(st: State, n: number, args: string[], lines: number[]): string | undefined {
     if (n < 2) return argsError("check");
-    const dup = duplicate(st, "check");
-    if (dup !== undefined) return dup;
     let interval = DEFAULT_CHECK_INTERVAL;
     let rise = DEFAULT_CHECK_RISE;
     let fall = DEFAULT_CHECK_FALL;
     let timeout = DEFAULT_CHECK_TIMEOUT;
     let defaultDown = true;
-    let checkType: CheckSpec["type"] = "tcp";
+    let checkType: CheckSpec["type"] = st.check !== undefined ? st.check.type : "tcp";
     let port = 0;
     for (let i = 1; i < n; i++) {
         const p = args[i];
@@ -635,18 +656,20 @@ function checkDirective(st: State, n: number, args: string[], lines: number[]): 
             else if (key === "timeout") timeout = num;
             else if (key === "rise") rise = num;
             else fall = num;
-        } else if (key === "default_down") {
+        } else if (key === "default_down" || key === "unique") {
             const b = lower(v);
-            if (b === "true") defaultDown = true;
-            else if (b === "false") defaultDown = false;
-            else return invalidValue("default_down", v, "check") + ', it must be "true" or "false"';
+            if (b !== "true" && b !== "false") return invalidValue(key, v, "check") + ', it must be "true" or "false"';
+            if (key === "default_down") defaultDown = b === "true";
         } else if (key === "type") {
+            if (v === "fastcgi") {
+                return invalidValue("type", v, "check") + ": fastcgi checks are not supported (the check module sends nothing for them in a dyups body)";
+            }
             const t = CHECK_TYPES.get(v);
             if (t === undefined) return invalidValue("type", v, "check");
             checkType = t;
         } else if (key === "port") {
             const num = parseUint(v);
-            if (num === undefined || num > 65535) return invalidValue("port", v, "check");
+            if (num === undefined || num === 0 || num > 65535) return invalidValue("port", v, "check");
             port = num;
         } else {
             return invalidValue("parameter", p, "check");
@@ -664,12 +687,34 @@ function checkDirective(st: State, n: number, args: string[], lines: number[]): 
     return undefined;
 }
 
+/** `check_http_send "..."`: after `check`; a non-empty request needs type=http (the module's rules). The last one wins. */
 function checkHttpSendDirective(st: State, n: number, args: string[]): string | undefined {
     if (n !== 2) return argsError("check_http_send");
-    const dup = duplicate(st, "check_http_send");
-    if (dup !== undefined) return dup;
+    const check = st.check;
+    if (check === undefined) return "invalid check_http_send should set [check] first";
+    if (args[1] !== "" && check.type !== "http") return 'invalid check_http_send for type "' + check.type + '"';
     st.httpSend = args[1];
     return undefined;
+}
+
+/** `check_keepalive_requests N`: requests per probe connection (http), N >= 1. The last one wins. */
+function checkKeepaliveRequestsDirective(st: State, n: number, args: string[]): string | undefined {
+    if (n !== 2) return argsError("check_keepalive_requests");
+    const v = parseUint(args[1]);
+    if (v === undefined || v === 0) return '"check_keepalive_requests" directive invalid value';
+    st.checkKeepaliveRequests = v;
+    return undefined;
+}
+
+/** `check_fastcgi_param NAME VALUE`: accepted for any type (as the module), without effect (no fastcgi checks). */
+function checkFastcgiParamDirective(_st: State, n: number): string | undefined {
+    if (n !== 3) return argsError("check_fastcgi_param");
+    return undefined;
+}
+
+/** http-level directives of the check module: refused inside an upstream, in nginx's words. */
+function notAllowedHere(_st: State, _n: number, args: string[]): string | undefined {
+    return '"' + args[0] + '" directive is not allowed here';
 }
 
 /** Values add up across directives, like the module's bitmask; duplicates are dropped, order is kept. */
@@ -704,10 +749,15 @@ HANDLERS.set("random", randomDirective);
 HANDLERS.set("keepalive", keepaliveDirective);
 HANDLERS.set("keepalive_timeout", keepaliveTimeoutDirective);
 HANDLERS.set("keepalive_requests", keepaliveRequestsDirective);
+HANDLERS.set("keepalive_time", keepaliveTimeDirective);
 HANDLERS.set("zone", zoneDirective);
 HANDLERS.set("check", checkDirective);
 HANDLERS.set("check_http_send", checkHttpSendDirective);
 HANDLERS.set("check_http_expect_alive", checkHttpExpectAliveDirective);
+HANDLERS.set("check_keepalive_requests", checkKeepaliveRequestsDirective);
+HANDLERS.set("check_fastcgi_param", checkFastcgiParamDirective);
+HANDLERS.set("check_shm_size", notAllowedHere);
+HANDLERS.set("check_status", notAllowedHere);
 
 /** [spec, undefined, offset of the closing "}" (block) or 0] or [undefined, reason, line (0: none)] */
 type Parsed = LuaMultiReturn<[UpstreamSpec, undefined, number] | [undefined, string, number]>;
@@ -729,11 +779,13 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         randomTwo: false,
         keepalive: 0,
         keepaliveTimeout: DEFAULT_KEEPALIVE_TIMEOUT,
+        keepaliveTime: DEFAULT_KEEPALIVE_TIME,
         keepaliveRequests: DEFAULT_KEEPALIVE_REQUESTS,
         zone: undefined,
         check: undefined,
         httpSend: undefined,
         expectAlive: undefined,
+        checkKeepaliveRequests: undefined,
         seen: new LuaTable<string, boolean>(),
         firstBackup: 0,
         firstBackupLine: 0,
@@ -777,8 +829,9 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
     if (check !== undefined) {
         check.httpSend = st.httpSend;
         check.expectAlive = st.expectAlive;
+        if (st.checkKeepaliveRequests !== undefined) check.keepaliveRequests = st.checkKeepaliveRequests;
     }
-    // check_http_send / check_http_expect_alive without `check`: accepted like the module does, no effect
+    // check_http_expect_alive / check_keepalive_requests without `check`: accepted like the module does, no effect
 
     const spec: UpstreamSpec = {
         servers: st.servers,
@@ -788,6 +841,7 @@ function parseDirectives(lx: Lexer, inBlock: boolean, blockLine: number): Parsed
         randomTwo: st.randomTwo,
         keepalive: st.keepalive,
         keepaliveTimeout: st.keepaliveTimeout,
+        keepaliveTime: st.keepaliveTime,
         keepaliveRequests: st.keepaliveRequests,
         zone: st.zone,
         check: check,

@@ -7,7 +7,8 @@ import { buildPeerSet } from "../balance/peer_set";
 import type { PeerInit } from "../balance/types";
 import type { Result } from "../errors";
 import { Endpoint, UpstreamRecord } from "../model";
-import { attachPeerKeys, Peers } from "../store/peer_health";
+import { attachChecks } from "../health/attach";
+import { attachPeerKeys, entryIds, forgetEntries, Peers } from "../store/peer_health";
 
 export interface UpstreamVersion {
     name: string;
@@ -15,6 +16,10 @@ export interface UpstreamVersion {
     /** spec.method, for the hot path */
     method: string;
     peers: Peers;
+    /** the upstream's `keepalive` (0: none), `keepalive_timeout` (seconds), `keepalive_requests` */
+    keepalive: number;
+    keepaliveTimeout: number;
+    keepaliveRequests: number;
     /** hash KEY split into literal text and variable names (hash method only) */
     keyLits?: string[];
     keyVars?: string[];
@@ -65,16 +70,11 @@ function splitKey(key: string): LuaMultiReturn<[string[], string[], number]> {
     return $multi(lits, vars, n);
 }
 
-/**
- * Builds the immutable version of a validated record. O(endpoints) (+ the consistent-hash ring).
- * Contract: records are validated before they are written, so this cannot fail for one; a record that is
- * not valid is a caller's bug and raises (see tryBuild for the guarded form).
- */
-export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
-    const spec = rec.spec;
+/** The peers of a record, one per endpoint of each server directive, in body order. */
+function peerInits(rec: UpstreamRecord): PeerInit[] {
     const inits: PeerInit[] = [];
     let n = 0;
-    for (const [i, s] of ipairs(spec.servers)) {
+    for (const [i, s] of ipairs(rec.spec.servers)) {
         const eps = rec.endpoints[i - 1];
         if (eps !== undefined) {
             for (const [, e] of ipairs(eps)) {
@@ -94,15 +94,53 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
             }
         }
     }
+    return inits;
+}
+
+/** The server entries of a record (store/peer_health.ts), in the peer set's order: primaries, then backups. */
+export function recordEntries(rec: UpstreamRecord): string[] {
+    const inits = peerInits(rec);
+    const ids: string[] = [];
+    for (let pass = 0; pass < 2; pass++) {
+        for (const [, p] of ipairs(inits)) {
+            if ((p.backup === true) === (pass === 1)) ids[ids.length] = p.id;
+        }
+    }
+    return entryIds(rec.name, ids);
+}
+
+/**
+ * After a write: releases the passive-health state of the server entries `before` had and `after` (undefined
+ * for a delete) does not. Entries that remain keep their state. O(peers).
+ */
+export function releaseVanished(before: UpstreamRecord | undefined, after: UpstreamRecord | undefined): void {
+    if (before === undefined) return;
+    const keep: LuaTable<string, boolean> = new LuaTable();
+    if (after !== undefined) for (const [, e] of ipairs(recordEntries(after))) keep.set(e, true);
+    const gone: string[] = [];
+    for (const [, e] of ipairs(recordEntries(before))) if (keep.get(e) !== true) gone[gone.length] = e;
+    if (gone.length > 0) forgetEntries(gone);
+}
+
+/**
+ * Builds the immutable version of a validated record. O(endpoints) (+ the consistent-hash ring).
+ * Contract: records are validated before they are written, so this cannot fail for one; a record that is
+ * not valid is a caller's bug and raises (see tryBuild for the guarded form).
+ */
+export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
+    const spec = rec.spec;
+    const inits = peerInits(rec);
     const set = buildPeerSet(inits, {
         method: spec.method,
         hashConsistent: spec.hashConsistent === true,
         randomTwo: spec.randomTwo === true,
     });
     const countConns = spec.method === "least_conn" || (spec.method === "random" && spec.randomTwo === true);
+    const peers = attachPeerKeys(set, rec.name, countConns);
+    attachChecks(peers, spec);
     const ver: UpstreamVersion = {
-        name: rec.name, rev: rec.rev, method: spec.method, peers: attachPeerKeys(set, countConns),
-        keyParts: 0, refs: 0, retired: false,
+        name: rec.name, rev: rec.rev, method: spec.method, peers, keyParts: 0, refs: 0, retired: false,
+        keepalive: spec.keepalive, keepaliveTimeout: spec.keepaliveTimeout, keepaliveRequests: spec.keepaliveRequests,
     };
     if (spec.method === "hash" && spec.hashKey !== undefined) {
         const [lits, vars, parts] = splitKey(spec.hashKey);

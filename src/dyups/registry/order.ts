@@ -17,6 +17,8 @@ let createdAt: number[] = [];
 let len = 0;
 let live = 0;
 const pos: LuaTable<string, number> = new LuaTable();
+/** name -> the spelling its latest POST used, when not the lowercase name (listings show it) */
+const displays: LuaTable<string, string> = new LuaTable();
 /** deleted names -> the place of their tombstone, until the next compaction (paging resumes after them) */
 let gone: LuaTable<string, number> = new LuaTable();
 
@@ -45,19 +47,27 @@ export function forget(name: string): void {
     if (i === undefined) return;
     names[i - 1] = "";
     pos.delete(name);
+    displays.delete(name);
     gone.set(name, i);
     live = live - 1;
     if (len - live > 64 && len - live > live) compact();
 }
 
-/** Places NAME, created at version `created` (a replace keeps its place; a re-created name moves). */
-export function place(name: string, created: number): void {
+/**
+ * Places NAME, created at version `created` (a replace keeps its place; a re-created name moves), listed as
+ * `display` (its latest POST's spelling; undefined: the name itself).
+ */
+export function place(name: string, created: number, display?: string): void {
     gone.delete(name);
     const i = pos.get(name);
     if (i !== undefined) {
-        if (createdAt[i - 1] === created) return;
+        if (createdAt[i - 1] === created) {
+            setDisplay(name, display);
+            return;
+        }
         forget(name);
     }
+    setDisplay(name, display);
     live = live + 1;
     if (len === 0 || createdAt[len - 1] <= created) {
         len = len + 1;
@@ -82,6 +92,21 @@ export function place(name: string, created: number): void {
         if (n !== "") pos.set(n, k);
     }
     for (const [g, at] of pairs(gone)) if (at >= lo) gone.set(g, at + 1);
+}
+
+function setDisplay(name: string, display: string | undefined): void {
+    if (display !== undefined && display !== name) displays.set(name, display);
+    else displays.delete(name);
+}
+
+/** NAME as listings show it: the spelling of its latest POST. */
+export function shown(name: string): string {
+    return displays.get(name) ?? name;
+}
+
+/** Records NAME's listed spelling (a rebuild: see rebuild). */
+export function display(name: string, spelled: string | undefined): void {
+    setDisplay(name, spelled);
 }
 
 /** Rebuilds the order from NAME -> creation version (after a full rebuild of the registry). O(n log n). */
@@ -146,15 +171,15 @@ export function nextAfter(i: number): LuaMultiReturn<[string | undefined, number
     return $multi(undefined, len);
 }
 
-/** Every listed name, in creation order (a new array). O(n). */
-export function all(): string[] {
+/** Every listed name, in creation order (a new array), as stored or (`spelled`) as listings show them. O(n). */
+export function all(spelled?: boolean): string[] {
     const out: string[] = [];
     let n = 0;
     for (let i = 1; i <= len; i++) {
         const name = names[i - 1];
         if (name !== "") {
             n = n + 1;
-            out[n - 1] = name;
+            out[n - 1] = spelled === true ? shown(name) : name;
         }
     }
     return out;

@@ -41,6 +41,9 @@ let applied = 0;
 /** XOR of revisionHash(name, rev) over this worker's versions: equal digests = identical routing state */
 let digest = 0;
 
+/** names whose current record has active health checks (the check_status page and /status list only those) */
+const checked: LuaTable<string, boolean> = new LuaTable();
+
 /** during rebuildAll: name -> creation version of what it applied (the order is re-sorted once at the end) */
 let bulk: LuaTable<string, number> | undefined;
 
@@ -84,6 +87,7 @@ function unlink(name: string): void {
 /** NAME (applied at revision rev) is gone from the store. */
 function drop(name: string, rev: number): void {
     revs.delete(name);
+    checked.delete(name);
     order.forget(name);
     upstreamCount = upstreamCount - 1;
     digest = digest ^ revisionHash(name, rev);
@@ -100,9 +104,15 @@ function applyName(name: string): void {
     const rec = decodeRecord(name, raw);
     if (rec === undefined || rec.rev === oldRev) return;
     revs.set(name, rec.rev);
+    if (rec.spec.check !== undefined) checked.set(name, true);
+    else checked.delete(name);
     const created = rec.created ?? rec.rev;
-    if (bulk !== undefined) bulk.set(name, created);
-    else order.place(name, created);
+    if (bulk !== undefined) {
+        bulk.set(name, created);
+        order.display(name, rec.display);
+    } else {
+        order.place(name, created, rec.display);
+    }
     digest = digest ^ revisionHash(name, rec.rev);
     if (oldRev !== undefined) digest = digest ^ revisionHash(name, oldRev);
     else upstreamCount = upstreamCount + 1;
@@ -192,6 +202,14 @@ export function record(name: string): UpstreamRecord | undefined {
     if (revs.get(name) === undefined) return undefined;
     const raw = readRaw(name);
     return raw === undefined ? undefined : decodeRecord(name, raw);
+}
+
+/** The upstreams with active health checks, in creation order. O(c log c) for c of them. */
+export function checkedNames(): string[] {
+    const out: string[] = [];
+    for (const [name] of pairs(checked)) out[out.length] = name;
+    table.sort(out, (a: string, b: string) => (order.positionAfter(a) ?? 0) < (order.positionAfter(b) ?? 0));
+    return out;
 }
 
 /** The revision this worker routes by for NAME, or undefined. */

@@ -1,7 +1,8 @@
 /** @noSelfInFile */
 // The state file's format (dyups-state/1): one JSON object
 //   { "format": "dyups-state/1", "version": V, "saved_at": T, "conf_seen": { name: md5 },
-//     "upstreams": [ { "name": N, "body": B, "source": S, "endpoints": [[{ "host": H, "port": P }]] } ] }
+//     "upstreams": [ { "name": N, "body": B, "source": S, "endpoints": [[{ "host": H, "port": P }]],
+//                      "display": SPELLING (optional), "etcd": REVISION (optional, cluster mode) } ] }
 // written by dyups.state.save, read by dyups.state.load. Pure types.
 import type { Endpoint } from "../model";
 
@@ -13,6 +14,10 @@ export interface SavedUpstream {
     source: string;
     /** last resolved endpoints, per server (kept for names so a restart starts with the last good answers) */
     endpoints?: Endpoint[][];
+    /** the spelling it is listed by, when not `name` */
+    display?: string;
+    /** cluster mode: the etcd revision of this state */
+    etcd?: number;
 }
 
 export interface StateFile {

@@ -21,6 +21,10 @@ export interface StateEntry {
     body: string;
     source: string;
     endpoints?: Endpoint[][];
+    /** the spelling to list it by (the name in another case) */
+    display?: string;
+    /** cluster mode: the etcd revision it had */
+    etcd?: number;
 }
 
 export interface Rejection {
@@ -124,10 +128,22 @@ function checkEntry(u: unknown, i: number, seen: LuaTable<string, number>): LuaM
         const p = endpointsProblem(endpoints);
         if (p !== undefined) return fail(p);
     }
+    let display = t.get("display");
+    if (display === cjson.null) display = undefined;
+    if (display !== undefined && (type(display) !== "string" || string.lower(display as string) !== name)) {
+        return fail(`its display is ${type(display) === "string" ? `"${display as string}", another name` : describe(display)}`);
+    }
+    let etcd = t.get("etcd");
+    if (etcd === cjson.null) etcd = undefined;
+    if (etcd !== undefined && !isInteger(etcd, 0, 2 ** 53)) return fail(`its etcd revision is ${describe(etcd)}`);
     const dup = seen.get(name);
     if (dup !== undefined) return fail(`duplicate of record ${dup} (names are case-insensitive)`);
     seen.set(name, i);
-    return $multi({ index: i, name, body: body as string, source: source as string, endpoints: endpoints as Endpoint[][] | undefined }, undefined);
+    return $multi({
+        index: i, name, body: body as string, source: source as string, endpoints: endpoints as Endpoint[][] | undefined,
+        // like a POST, a name spelled in capitals is listed as spelled
+        display: (display as string | undefined) ?? (rawName !== name ? (rawName as string) : undefined), etcd: etcd as number | undefined,
+    }, undefined);
 }
 
 /** The file is not a state: move it aside (nothing overwrites it) and say so. */

@@ -19,7 +19,9 @@ import * as order from "../registry/order";
 import { sync } from "../registry/sync";
 import { confSeen } from "../store/boot";
 import { currentVersion, decodeRecord, readRaw } from "../store/command_log";
-import { lastSave, recordSave, releaseSaveLease, renewSaveLease, savedVersion, setSavedVersion, takeSaveLease } from "../store/state_file";
+import {
+    lastSave, nextSaveAt, recordSave, releaseSaveLease, renewSaveLease, savedVersion, setNextSave, setSavedVersion, takeSaveLease,
+} from "../store/state_file";
 import { abandon, commitTemp, folderWritable, OpenFile, openTemp, writeAll } from "./files";
 import { FORMAT } from "./format";
 import { newPacer, pace, Pacer } from "../pace";
@@ -52,12 +54,16 @@ export function saveIfChanged(force?: boolean): Result<boolean> {
     // at once whether the file can be written; a failed save is retried until one works)
     const last = lastSave();
     if (force !== true && savedVersion() >= v && last !== undefined && last.ok) return $multi(false, undefined);
+    // paced: the next save comes at least 4 times the last one's duration later (a big state takes long; a
+    // cluster node's bulk load defers it, store/state_file.ts deferSave)
+    if (force !== true && ngx.now() < nextSaveAt()) return $multi(false, undefined);
     if (!takeSaveLease()) return $multi(false, undefined);
     ngx.update_time();
     const started = ngx.now();
     const [ok, res] = pcall(write, path, v);
-    releaseSaveLease();
     ngx.update_time();
+    setNextSave(ngx.now() + 4 * (ngx.now() - started));
+    releaseSaveLease();
     const ms = math.floor((ngx.now() - started) * 1000);
     const reason = ok ? (res as Written).err : tostring(res);
     const bytes = ok ? (res as Written).bytes : 0;
@@ -117,7 +123,9 @@ function write(path: string, v: number): Written {
         const raw = readRaw(name);
         const rec: UpstreamRecord | undefined = raw !== undefined ? decodeRecord(name, raw) : undefined;
         if (rec !== undefined) {
-            const [item, eerr] = cjson.encode({ name, body: rec.body, source: rec.source, endpoints: rec.endpoints });
+            const [item, eerr] = cjson.encode({
+                name, body: rec.body, source: rec.source, endpoints: rec.endpoints, display: rec.display, etcd: rec.etcd,
+            });
             if (item === undefined) {
                 w.err = `cannot encode upstream ${name}: ${eerr}`;
                 break;

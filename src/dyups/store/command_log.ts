@@ -25,17 +25,28 @@
 // sleep); reads from any phase (balancer included: shm gets and JSON decoding only, no yields).
 import * as cjson from "cjson.safe";
 import { revisionHash } from "../digest";
-import type { StatusResult } from "../errors";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { canYield } from "../phase";
 import { budgetBytes, nodeBytes } from "./budget";
 import { dict } from "./dict";
 import {
-    CMD_PREFIX, CONFIG_BYTES, COUNT, DIGEST, JOURNAL, JOURNAL_LEN, LOG_KEEP, RECORD_PREFIX, RESERVE_KEYS,
+    CLUSTER_DIGEST, CMD_PREFIX, CONFIG_BYTES, COUNT, DIGEST, HEALTH_GEN, JOURNAL, JOURNAL_LEN, LOG_KEEP, RECORD_PREFIX, RESERVE_KEYS,
     RESERVE_PREFIX, UPSTREAM_PREFIX, VERSION, WRITE_LEASE,
 } from "./keys";
 import { acquire, owner, release } from "./lease";
+
+/**
+ * A commit's outcome: a StatusResult with one more value on success, the revision the upstream had before
+ * (0: it did not exist; the audit line's rev_before).
+ */
+export type Committed = LuaMultiReturn<[number, undefined, undefined, number] | [undefined, string, number, undefined]>;
+
+/**
+ * A check run under the write lease with the current raw record (undefined: absent): returns [reason, status]
+ * to refuse the write, or nothing. Cluster mode uses it (store/cluster.ts).
+ */
+export type CommitGuard = (this: void, oldRaw: string | undefined) => LuaMultiReturn<[string, number] | [undefined, undefined]>;
 
 /** the record key of NAME's slot */
 function recordKey(name: string, slot: number): string {
@@ -170,6 +181,17 @@ export function readRaw(name: string): string | undefined {
 export function storedRevision(raw: string): number {
     const [digits] = string.match(raw, '"rev":(%d+)');
     return digits !== undefined ? (tonumber(digits) as number) : 0;
+}
+
+/** The etcd revision of a stored record without decoding it (0: none), like storedRevision. */
+function storedEtcd(raw: string): number {
+    const [digits] = string.match(raw, '"etcd":(%d+)');
+    return digits !== undefined ? (tonumber(digits) as number) : 0;
+}
+
+/** The cluster digest term of one record (cluster/status.ts). */
+function etcdHash(name: string, etcd: number): number {
+    return ngx.crc32_short(`${name}:${etcd}`);
 }
 
 /** Decodes a stored record, or undefined (undecodable: logged). */
@@ -307,6 +329,7 @@ function recover(d: NgxSharedDict): void {
 export interface StoreTotals {
     upstreams: number;
     digest: number;
+    clusterDigest: number;
     bytes: number;
 }
 
@@ -315,13 +338,14 @@ function rescan(d: NgxSharedDict): StoreTotals {
     const t = scan(d);
     d.safe_set(COUNT, t.upstreams);
     d.safe_set(DIGEST, t.digest);
+    d.safe_set(CLUSTER_DIGEST, t.clusterDigest);
     d.safe_set(CONFIG_BYTES, t.bytes);
     return t;
 }
 
 /** n, dg and cb as the keys say. O(keys): specs compare it with the counters the writers keep. */
 export function scan(d: NgxSharedDict): StoreTotals {
-    const t: StoreTotals = { upstreams: 0, digest: 0, bytes: 0 };
+    const t: StoreTotals = { upstreams: 0, digest: 0, clusterDigest: 0, bytes: 0 };
     const ulen = UPSTREAM_PREFIX.length;
     for (const [, k] of ipairs(d.get_keys(0))) {
         const p = string.sub(k, 1, 2);
@@ -333,7 +357,10 @@ export function scan(d: NgxSharedDict): StoreTotals {
                     const name = string.sub(k, ulen + 1);
                     const raw = readRaw(name);
                     t.upstreams = t.upstreams + 1;
-                    if (raw !== undefined) t.digest = t.digest ^ revisionHash(name, storedRevision(raw));
+                    if (raw !== undefined) {
+                        t.digest = t.digest ^ revisionHash(name, storedRevision(raw));
+                        t.clusterDigest = t.clusterDigest ^ etcdHash(name, storedEtcd(raw));
+                    }
                 }
             }
         }
@@ -351,8 +378,11 @@ export function prepareStore(): void {
     const [n] = d.get(COUNT);
     const [dg] = d.get(DIGEST);
     const [cb] = d.get(CONFIG_BYTES);
-    if (n === undefined || dg === undefined || cb === undefined) rescan(d);
+    const [cdg] = d.get(CLUSTER_DIGEST);
+    if (n === undefined || dg === undefined || cb === undefined || cdg === undefined) rescan(d);
     d.safe_add(VERSION, 0);
+    // the health generation (store/peer_health.ts, store/health.ts) too: its incr then never allocates
+    d.safe_add(HEALTH_GEN, 0);
     if (d.get(JOURNAL)[0] === undefined) journal(d, 0, "-", 0, "-");
     for (let i = 1; i <= RESERVE_KEYS; i++) d.safe_add(RESERVE_PREFIX + i, 0);
 }
@@ -360,19 +390,21 @@ export function prepareStore(): void {
 /**
  * Commits the new state of one upstream: `rec` (set or replace) or undefined (delete). `expectRev`
  * (optional) makes the write conditional on the upstream's current revision (0 = must not exist).
+ * `guard` (optional) runs under the lease first, with the current record (cluster mode).
  * Returns the new version, or [undefined, reason, status]: 404 (delete of an unknown upstream),
  * 409 (lock busy: reason "wait and try again\n"), 412 (revision mismatch), 429 (max_upstreams reached),
- * 507 (the configuration budget or the dict is full; nothing was changed), 500.
+ * 507 (the configuration budget or the dict is full; nothing was changed), 500; on success, also the
+ * revision the upstream had before (0: new).
  */
-export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
+export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?: number, guard?: CommitGuard): Committed {
     const locked = lock();
     if (locked === NO_MEMORY) {
-        return $multi(undefined, `shared dict "${getOptions().dict}" is full (no memory for the write lock); nothing was changed`, 507);
+        return $multi(undefined, `shared dict "${getOptions().dict}" is full (no memory for the write lock); nothing was changed`, 507, undefined);
     }
-    if (locked !== TAKEN) return $multi(undefined, "wait and try again\n", 409);
+    if (locked !== TAKEN) return $multi(undefined, "wait and try again\n", 409, undefined);
     const d = dict();
     recover(d);
-    const [result, reason, status] = commitLocked(d, name, rec, expectRev);
+    const [result, reason, status, before] = commitLocked(d, name, rec, expectRev, guard);
     if (result === undefined) {
         // a refused write may have written its journal entry: nothing is in progress
         const j = readJournal(d);
@@ -380,10 +412,11 @@ export function commit(name: string, rec: UpstreamRecord | undefined, expectRev?
     }
     release(WRITE_LEASE);
     refillReserve(d);
-    return $multi(result, reason, status) as StatusResult<number>;
+    return $multi(result, reason, status, before) as Committed;
 }
 
-function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev?: number): StatusResult<number> {
+function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | undefined, expectRev: number | undefined,
+    guard: CommitGuard | undefined): Committed {
     const ukey = UPSTREAM_PREFIX + name;
     const [ptr, oldFlags] = d.get(ukey);
     const exists = ptr !== undefined;
@@ -399,14 +432,18 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
             oldRaw = ptr as string;
         }
     }
+    if (guard !== undefined) {
+        const [greason, gstatus] = guard(oldRaw);
+        if (greason !== undefined) return $multi(undefined, greason, gstatus as number, undefined);
+    }
     const oldRev = oldRaw !== undefined ? storedRevision(oldRaw) : 0;
     if (expectRev !== undefined && oldRev !== expectRev) {
-        return $multi(undefined, `revision mismatch: upstream is at revision ${oldRev}`, 412);
+        return $multi(undefined, `revision mismatch: upstream is at revision ${oldRev}`, 412, undefined);
     }
-    if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404);
+    if (rec === undefined && !exists) return $multi(undefined, "not found uptream", 404, undefined);
     const max = getOptions().max_upstreams ?? 0;
     if (rec !== undefined && !exists && max > 0 && upstreamCount() >= max) {
-        return $multi(undefined, `too many upstreams (max_upstreams is ${max}); nothing was changed`, 429);
+        return $multi(undefined, `too many upstreams (max_upstreams is ${max}); nothing was changed`, 429, undefined);
     }
     const [v0] = d.get(VERSION);
     const nv = ((v0 as number | undefined) ?? 0) + 1;
@@ -423,7 +460,7 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
         rec.rev = nv;
         rec.created = created;
         const [enc, eerr] = cjson.encode(rec);
-        if (enc === undefined) return $multi(undefined, `cannot encode the upstream: ${eerr}`, 500);
+        if (enc === undefined) return $multi(undefined, `cannot encode the upstream: ${eerr}`, 500, undefined);
         encoded = enc;
         newBytes = nodeBytes(recordKey(name, nv).length, enc.length) + nodeBytes(ukey.length, 8);
         // the budget, before anything is touched: a write that adds bytes must leave them inside it
@@ -432,7 +469,7 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
         const budget = budgetBytes();
         if (newBytes > oldBytes && used + newBytes + logBytes > budget) {
             return $multi(undefined, `shared dict "${getOptions().dict}" is full: this upstream needs ${newBytes} bytes of the `
-                + `configuration budget, ${math.max(0, budget - used)} of ${budget} are left; nothing was changed`, 507);
+                + `configuration budget, ${math.max(0, budget - used)} of ${budget} are left; nothing was changed`, 507, undefined);
         }
     }
     // 1. the journal (in place): what a killed writer's successor must finish or undo
@@ -440,7 +477,7 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
     // 2. the log entry; in a full dict a delete or a shrinking write goes on without it (see journalName)
     const [okc, errc] = d.safe_set(ckey, name);
     if (!okc && (errc !== "no memory" || (rec !== undefined && newBytes > oldBytes))) {
-        return $multi(undefined, full(errc), fullStatus(errc));
+        return $multi(undefined, full(errc), fullStatus(errc), undefined);
     }
     let bytes = okc ? logBytes : 0;
     let slot = nv;
@@ -453,12 +490,12 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
                 const [okp, errp] = d.safe_set(recordKey(name, oldSlot), encoded + string.rep(" ", oldRaw.length - encoded.length));
                 if (!okp) {
                     if (okc) d.delete(ckey);
-                    return $multi(undefined, full(errp), fullStatus(errp));
+                    return $multi(undefined, full(errp), fullStatus(errp), undefined);
                 }
                 slot = oldSlot;
             } else {
                 if (okc) d.delete(ckey);
-                return $multi(undefined, full(errr), fullStatus(errr));
+                return $multi(undefined, full(errr), fullStatus(errr), undefined);
             }
         }
         // 4. the pointer: in place when it exists (a number over a number never allocates)
@@ -472,7 +509,7 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
             if (!okp) {
                 if (slot === nv) d.delete(recordKey(name, nv));
                 if (okc) d.delete(ckey);
-                return $multi(undefined, full(errp), fullStatus(errp));
+                return $multi(undefined, full(errp), fullStatus(errp), undefined);
             }
         }
         // 5. the old record goes
@@ -491,6 +528,11 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
     if (exists) dg = dg ^ revisionHash(name, oldRev);
     if (rec !== undefined) dg = dg ^ revisionHash(name, nv);
     d.safe_set(DIGEST, dg);
+    const [cdg0] = d.get(CLUSTER_DIGEST);
+    let cdg = (cdg0 as number | undefined) ?? 0;
+    if (exists && oldRaw !== undefined) cdg = cdg ^ etcdHash(name, storedEtcd(oldRaw));
+    if (rec !== undefined) cdg = cdg ^ etcdHash(name, rec.etcd ?? 0);
+    d.safe_set(CLUSTER_DIGEST, cdg);
     // 7. publish: from here every reader that checks the version sees the change
     const [v] = d.incr(VERSION, 1, 0);
     // 8. compaction: the log keeps LOG_KEEP entries; readers further behind rebuild from u:*
@@ -503,13 +545,19 @@ function commitLocked(d: NgxSharedDict, name: string, rec: UpstreamRecord | unde
         }
     }
     bump(d, CONFIG_BYTES, bytes);
-    return $multi(v ?? nv, undefined, undefined);
+    return $multi(v ?? nv, undefined, undefined, oldRev);
 }
 
 /** The digest of the stored state (every caught-up worker's digest equals it). One shm get. */
 export function storedDigest(): number {
     const [dg] = dict().get(DIGEST);
     return (dg as number | undefined) ?? 0;
+}
+
+/** The cluster digest of the stored state (cluster/status.ts). One shm get. */
+export function storedClusterDigest(): number {
+    const [cdg] = dict().get(CLUSTER_DIGEST);
+    return (cdg as number | undefined) ?? 0;
 }
 
 /** The configuration bytes the writers count (the budget's use). One shm get. */
@@ -523,19 +571,37 @@ export function freeSpace(): number {
     return dict().free_space();
 }
 
-/** Every upstream name in creation order (first created first; a replace keeps its place). O(n log n). */
-export function namesInOrder(): string[] {
+/**
+ * Every upstream name in creation order (first created first; a replace keeps its place). O(keys + n log n):
+ * it lists the dict's keys; listings use the registry's order instead (registry/order.ts).
+ * `display`: each name as its latest POST spelled it (the record's display field), for listings; the
+ * default is the stored (lowercase) name, the key of every other operation.
+ */
+export function namesInOrder(display?: boolean): string[] {
     const d = dict();
     const names = allNames();
     const order: LuaTable<string, number> = new LuaTable();
+    const shown: LuaTable<string, string> = new LuaTable();
     for (const [, name] of ipairs(names)) {
         const [, flags] = d.get(UPSTREAM_PREFIX + name);
         order.set(name, (flags as number | undefined) ?? 0);
+        const raw = display === true ? readRaw(name) : undefined;
+        if (raw !== undefined) {
+            // like storedRevision: names are [A-Za-z0-9._-], never escaped
+            const [shownAs] = string.match(raw, '"display":"([%w._-]+)"');
+            if (shownAs !== undefined) shown.set(name, shownAs);
+        }
     }
     table.sort(names, (a: string, b: string) => {
         const oa = order.get(a) ?? 0;
         const ob = order.get(b) ?? 0;
         return oa === ob ? a < b : oa < ob;
     });
+    if (display === true) {
+        for (const [i, name] of ipairs(names)) {
+            const shownAs = shown.get(name);
+            if (shownAs !== undefined) names[i - 1] = shownAs;
+        }
+    }
     return names;
 }

@@ -25,6 +25,8 @@
 //   n            number   how many u:* keys exist (kept under the write lease, for the max_upstreams limit). Resident.
 //   dg           number   digest of the stored state: XOR of revisionHash(name, rev) (dyups.digest) over every
 //                          upstream, kept by the writer under the write lease (GET /status reads one key). Resident.
+//   cdg          number   the cluster digest of the stored state: XOR of crc32("<name>:<etcd revision>") over every
+//                          upstream (0 for records that have none), kept like dg (cluster/status.ts shows it). Resident.
 //   cb           number   configuration bytes: the slab memory u:*, r:* and c:* take (estimated per key from its
 //                          size class, store/budget.ts), kept by the writer; compared with the budget. Resident.
 //   j            string   the journal: "<nv> <op> <oldslot> <name>" of the change in progress, padded to
@@ -46,25 +48,69 @@
 //                          overwrites it in place. Never expires (a respawned worker reuses its id).
 // State file (store/state_file.ts)
 //   sf:saved     number   the version last written to the state file. Resident once written.
+//   sf:next      number   earliest time (ngx.now()) of the next save: 4x the last save's duration after it, so
+//                          that a large state changing fast (a node loading 10 000 upstreams) is not rewritten
+//                          after every tick; pushed on by a bulk load in progress (deferSave). TTL 60 s.
 //   sf:last      string   the last save: "<at> <ok 1|0> <version> <ms> <bytes> <error>", padded to SAVE_LEN bytes
 //                          (in place). Written by the saving worker; read by GET /status. Resident.
 //   sf:fails     number   how many saves failed since start-up (the metrics export it). Resident.
 //   sf:load      string   JSON report of the last start-up load (state file and upstream_conf): loaded,
 //                          rejected records with reasons, what did not fit, where the file was kept. Written
 //                          once by init() on a fresh dict; kept across reloads (GET /status shows it).
-// Passive peer health (store/peer_health.ts); <peer> is the endpoint id "host:port", "[v6]:port" or "unix:/p"
-//   f:<peer>     number   passive failures of the peer; TTL fail_timeout (2 x fail_timeout once marked down).
-//   d:<peer>     number   peer marked failed (max_fails reached) until this time (ngx.now()); TTL fail_timeout.
-//   hg           number   health generation: incremented after every change of f:* or d:* by a failure, so
-//                          workers cache both and re-read them only when it moves (one get per request).
-//   k:<peer>     number   active requests to the peer across workers (least_conn, random two, max_conns);
-//                          deleted when it falls to 0.
+// Passive peer health (store/peer_health.ts), per server entry <e> = "<upstream>/<address>#<n>" (the n-th
+// peer of that upstream with that address: "u/10.0.0.1:80#1"), never shared by two upstreams or two entries:
+//   f:<e>        number   nginx's `fails` of the entry. TTL 3600 s + fail_timeout, renewed by each failure.
+//   fa:<e>       number   nginx's `accessed`: the time (ngx.now()) of its last failure. Same TTL.
+//   fc:<e>       number   nginx's `checked`: the time of its last failure, or of a pick made more than
+//                          fail_timeout after the previous `checked`. Same TTL, renewed when set.
+//                          f:/fa:/fc: are deleted together by a success with fa < fc (nginx's reset), and by
+//                          the writer when an update or delete removes the entry (released with it).
+//   hg           number   health generation: incremented after every change of f:/fa:/fc: (and of active check
+//                          states), so workers cache them and re-read only when it moves (one get per request).
+//                          Resident (created by prepareStore).
+//   k:<e>        number   active requests to the entry across workers (least_conn, random two, max_conns,
+//                          drain); deleted when it falls to 0.
+//   (all created with safe_add/safe_set, never incr's init value or set: those evict keys from a full dict)
 // DNS (store/dns.ts)
 //   dns:q:<key>  string   JSON QueryState of one DNS query (dyups.dns.policy): last good answer, TTL, next
 //                          refresh time, error, stale-since. <key> is "a:<host>" (A, else AAAA) or
 //                          "srv:<_svc._tcp.host>". Written by the dns lease holder only; expires (next +
 //                          dns_stale_ttl + 300 s) unless refreshed, so a query nobody needs goes away on its own.
 //   dns:names    string   JSON object { <key>: [upstream names] }: the queries in use (read by /status).
+// Interface access (store/auth.ts)
+//   af:<client>  number   failed authentications at the HTTP interface from <client> (an IPv4 address, an
+//                          IPv6 /64 as "v6:<16 hex digits>", or "unix:") in the current window.
+//                          Created by safe_add with TTL auth_fail_window at the first failure and never
+//                          extended, so it is gone one window after that failure; at auth_fail_limit the
+//                          client's requests are refused (429) until it expires.
+// Active health checks (store/health.ts)
+//   hc:s:<id>    string   health state of one checked peer (health/state.ts encoding: up/down, rise/fall counters,
+//                          since, last probe, probes, failures, last error). <id> = "<config id>/<host:port>"
+//                          (health/config.ts): peer address + check configuration. Written by the prober after
+//                          every probe; deleted by it a few seconds after no upstream lists the peer any more;
+//                          TTL 2 x interval + timeout + 60 s as a safety net (a prober that died mid-release).
+//   hc:d:<id>    number   1 = down, 0 = up: the only part the balancer reads (through the per-worker health cache,
+//                          re-read when `hg` moves). Written with hc:s on creation and on every up/down change,
+//                          which then bumps `hg`. Same lifetime as hc:s.
+//   hc:gen       number   configuration generation shown on the check_status page: incremented by init() at
+//                          every start and reload (the module's zone generation). Never expires.
+//   hc:p         string   JSON of the prober's figures (pid, targets, probes/s, lag percentiles, in flight),
+//                          rewritten by the prober about once a second; TTL 10 s.
+//   (the prober holds the lease `health`: one worker probes for the node)
+// Cluster mode (store/cluster.ts)
+//   cl:t:<name>  number   the etcd revision at which upstream <name> was deleted here, so that an older event of
+//                          that name (a late watch event, a writer's own write that lost the race) never brings
+//                          it back. Written under the write lease (the commit guard); TTL CLUSTER_TOMB_TTL.
+//   cl:applied   number   the etcd revision up to which this node applied every change of the prefix (the
+//                          watcher's position). Written by the watcher only; no TTL.
+//   cl:etcd      number   the highest etcd revision any worker of this node has seen (answers' headers). Only
+//                          grows while nginx runs; no TTL.
+//   cl:count     number   how many upstream keys etcd held at the watcher's last check.
+//   cl:id        string   the etcd cluster id of the last full read (another id: etcd was replaced).
+//   cl:info      string   JSON of the watcher's state for /status (state, endpoint, since, last event, counters,
+//                          last error). Written by the watcher only.
+//   cl:werr      string   JSON { error, at } of the last failed write to etcd (any worker).
+//   (the watcher holds the lease `cluster`: one worker per node follows etcd)
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -72,6 +118,7 @@ export const UPSTREAM_PREFIX = "u:";
 export const COUNT = "n";
 export const RECORD_PREFIX = "r:";
 export const DIGEST = "dg";
+export const CLUSTER_DIGEST = "cdg";
 export const CONFIG_BYTES = "cb";
 export const JOURNAL = "j";
 export const RESERVE_PREFIX = "rsv:";
@@ -83,12 +130,15 @@ export const CONF_SEEN = "confseen";
 export const LEASE_PREFIX = "lease:";
 export const WORKER_PREFIX = "w:";
 export const STATE_SAVED = "sf:saved";
+export const STATE_NEXT = "sf:next";
 export const FAILS_PREFIX = "f:";
-export const DOWN_PREFIX = "d:";
+export const ACCESSED_PREFIX = "fa:";
+export const CHECKED_PREFIX = "fc:";
 export const CONNS_PREFIX = "k:";
 export const HEALTH_GEN = "hg";
 export const DNS_QUERY_PREFIX = "dns:q:";
 export const DNS_NAMES = "dns:names";
+export const AUTH_FAIL_PREFIX = "af:";
 
 /** Lease names (lease:<job>). */
 export const WRITE_LEASE = "write";
@@ -102,6 +152,19 @@ export const JOURNAL_LEN = 176;
 export const SAVE_LEN = 320;
 /** Reserve keys kept for the write lease in a full dict. */
 export const RESERVE_KEYS = 2;
+export const HEALTH_STATE_PREFIX = "hc:s:";
+export const HEALTH_DOWN_PREFIX = "hc:d:";
+export const HEALTH_CONF_GEN = "hc:gen";
+export const HEALTH_PROBER = "hc:p";
+export const CLUSTER_TOMB_PREFIX = "cl:t:";
+export const CLUSTER_APPLIED = "cl:applied";
+export const CLUSTER_ETCD_REV = "cl:etcd";
+export const CLUSTER_COUNT = "cl:count";
+export const CLUSTER_ID = "cl:id";
+export const CLUSTER_INFO = "cl:info";
+export const CLUSTER_WRITE_ERROR = "cl:werr";
+/** seconds a cluster tombstone (cl:t:<name>) is kept */
+export const CLUSTER_TOMB_TTL = 3600;
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

@@ -1,11 +1,12 @@
 /** @noSelfInFile */
 // What the state file's jobs keep in the dict (dyups.state.save writes the file, dyups.state.load reads it at
-// start): the version last saved (sf:saved), the last save's outcome (sf:last, fixed length: in place), the
-// count of failed saves (sf:fails) and the report of the last start-up load (sf:load). Keys: store/keys.ts.
+// start): the version last saved (sf:saved), the earliest time of the next save (sf:next: saves are paced),
+// the last save's outcome (sf:last, fixed length: in place), the count of failed saves (sf:fails) and the
+// report of the last start-up load (sf:load). Keys: store/keys.ts.
 // Phases: any (a few shm gets/sets).
 import * as cjson from "cjson.safe";
 import { dict } from "./dict";
-import { LOAD_REPORT, SAVE_FAILS, SAVE_LAST, SAVE_LEN, STATE_FILE_LEASE, STATE_SAVED } from "./keys";
+import { LOAD_REPORT, SAVE_FAILS, SAVE_LAST, SAVE_LEN, STATE_FILE_LEASE, STATE_NEXT, STATE_SAVED } from "./keys";
 import { acquire, release, renew } from "./lease";
 
 /** the state_file lease's TTL: the saver renews it between chunks */
@@ -19,6 +20,25 @@ export function savedVersion(): number {
 
 export function setSavedVersion(v: number): void {
     dict().safe_set(STATE_SAVED, v);
+}
+
+/** The earliest time (ngx.now()) of the next save (0: now). */
+export function nextSaveAt(): number {
+    return (dict().get(STATE_NEXT)[0] as number | undefined) ?? 0;
+}
+
+/** Paces saves: the next one comes no sooner than `at` (TTL 60 s). */
+export function setNextSave(at: number): void {
+    dict().safe_set(STATE_NEXT, at, 60);
+}
+
+/**
+ * Puts the next save off by `seconds` (never sooner than already planned): a bulk load in progress (the
+ * cluster watcher's full read) whose intermediate states are not worth an O(upstreams) save each.
+ */
+export function deferSave(seconds: number): void {
+    const until = ngx.now() + seconds;
+    if (nextSaveAt() < until) setNextSave(until);
 }
 
 /** One saving worker at a time. */
