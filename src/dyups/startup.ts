@@ -30,7 +30,7 @@ import { resetDict } from "./store/dict";
 import { loadReport, prepareStateKeys, setLoadReport } from "./store/state_file";
 import { copyAside } from "./state/files";
 import { readState, Rejection, StateLoad } from "./state/load";
-import { saveIfChanged } from "./state/save";
+import { saveIfChanged, saveSoon } from "./state/save";
 import { allowedOnly, configureTargets } from "./targets";
 import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
@@ -254,7 +254,7 @@ function tick(premature: boolean): void {
     topUpReserve();
     const [cok, cerr] = pcall(clusterTick);
     if (!cok) ngx.log(ngx.ERR, "dyups: cluster tick failed: ", cerr);
-    if (getOptions().state_file !== undefined) pcall(saveIfChanged);
+    pcall(saveSoon);
     const [dok, derr] = pcall(dnsTick);
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
     const [hok, herr] = pcall(healthTick);

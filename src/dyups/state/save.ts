@@ -40,6 +40,37 @@ function failed(path: string, err: string): Result<boolean> {
     return $multi(undefined, err);
 }
 
+/** Whether a save of version v is due (a few shm gets). */
+function due(v: number): boolean {
+    // nothing new, and the last save worked (the first round after start-up saves once: /status then shows
+    // at once whether the file can be written; a failed save is retried until one works)
+    const last = lastSave();
+    if (savedVersion() >= v && last !== undefined && last.ok) return false;
+    // paced: the next save comes at least 4 times the last one's duration later (a big state takes long; a
+    // cluster node's bulk load defers it, store/state_file.ts deferSave)
+    return ngx.now() >= nextSaveAt();
+}
+
+/** true while this worker's save job runs */
+let saving = false;
+
+function saveJob(premature: boolean): void {
+    if (!premature) pcall(saveIfChanged);
+    saving = false;
+}
+
+/**
+ * The sync timer's call: when a save is due, runs it in a timer of its own, so that a long save (it yields
+ * between chunks) does not hold up the rest of the tick (DNS, health checks, cluster). Cheap when not due.
+ */
+export function saveSoon(): void {
+    if (saving || getOptions().state_file === undefined) return;
+    if (ngx.now() < retryAt && lastError !== undefined) return;
+    if (!due(currentVersion())) return;
+    const [ok] = ngx.timer.at(0, saveJob);
+    if (ok === true) saving = true;
+}
+
 /**
  * Writes the state file if the log moved since the last save. Returns true when it wrote, false when there
  * was nothing to write (or another worker is writing), or [undefined, reason] when the save failed (logged
@@ -50,13 +81,7 @@ export function saveIfChanged(force?: boolean): Result<boolean> {
     if (path === undefined) return $multi(false, undefined);
     if (force !== true && ngx.now() < retryAt && lastError !== undefined) return $multi(undefined, lastError);
     const v = currentVersion();
-    // nothing new, and the last save worked (the first round after start-up saves once: /status then shows
-    // at once whether the file can be written; a failed save is retried until one works)
-    const last = lastSave();
-    if (force !== true && savedVersion() >= v && last !== undefined && last.ok) return $multi(false, undefined);
-    // paced: the next save comes at least 4 times the last one's duration later (a big state takes long; a
-    // cluster node's bulk load defers it, store/state_file.ts deferSave)
-    if (force !== true && ngx.now() < nextSaveAt()) return $multi(false, undefined);
+    if (force !== true && !due(v)) return $multi(false, undefined);
     if (!takeSaveLease()) return $multi(false, undefined);
     ngx.update_time();
     const started = ngx.now();
