@@ -4,7 +4,8 @@
 #   scripts/bench-balancer.mjs  issue 5: dynamic vs static upstream, 1 vs 10 000 upstreams
 #   scripts/bench-health.mjs    issue 15: checks on vs off, the prober with 10 000 peers
 #   scripts/bench-cluster.mjs   issue 16: cluster mode on a real etcd (propagation, writes/s, 10 000-upstream load)
-# ~10 minutes on 2 cores; BENCH_QUICK=1 for a ~2 minute version. One benchmark at a time (they share 2 cores).
+#   scripts/bench-metrics.mjs   issue 18: metrics on vs off, GET /metrics with 10 000 upstreams
+# ~13 minutes on 2 cores; BENCH_QUICK=1 for a ~3 minute version. One benchmark at a time (they share 2 cores).
 # Each script stops every nginx and wrk it started, also on error or Ctrl-C.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get instal
 out=$(mktemp); trap 'rm -f "$out"' EXIT
 rc=0
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-for s in bench-sync bench-balancer bench-health bench-cluster; do
+for s in bench-sync bench-balancer bench-health bench-cluster bench-metrics; do
   echo "== $s"
   node "scripts/$s.mjs" | tee -a "$out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "bench: $s failed" >&2; rc=1; }

@@ -2,7 +2,9 @@
 # Installs what the project needs to build, run and test, idempotently, and verifies it.
 #   runtime: OpenResty if `openresty` is on PATH, else Debian's nginx + lua-nginx-module + lua-resty-core.
 #   tools:   luajit2 + busted (specs), dnsmasq (DNS tests), wrk (benchmarks), curl, Node packages (npm ci),
-#            luarocks (make rock, and the install suite's rock; Debian's, with liblua5.1-0-dev: no LuaJIT headers).
+#            luarocks (make rock, and the install suite's rock; Debian's, with liblua5.1-0-dev: no LuaJIT headers),
+#            prometheus (promtool and a real Prometheus for the metrics suite), chromium (the dashboard suite,
+#            driven by the npm package puppeteer-core: Debian's browser, never a download).
 # Never installs Debian's `luajit`/`libluajit-5.1-dev`: they remove libnginx-mod-http-lua and lua-resty-core.
 # Usage: scripts/install-deps.sh [--test | --rock]   (--test adds what only the test suites need; --rock only luarocks)
 set -euo pipefail
@@ -23,7 +25,7 @@ fi
 
 runtime_pkgs="nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-nginx-dns lua-cjson"
 tool_pkgs="luajit2 lua-busted curl"
-test_pkgs="dnsmasq-base wrk luarocks zip etcd-server"
+test_pkgs="dnsmasq-base wrk luarocks zip etcd-server prometheus chromium"
 
 missing=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

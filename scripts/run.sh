@@ -81,7 +81,9 @@ The interface needs a token (a write and a read token are in $TOKENS). Try:
   curl -H "\$AUTH" -d "server 127.0.0.1:$B1; server 127.0.0.1:$B2;" 127.0.0.1:$API_PORT/upstream/dyhost
   curl -H "Host: dyhost" 127.0.0.1:$PROXY_PORT/      # again and again: $B1 and $B2 in turn
   curl -H "\$AUTH" 127.0.0.1:$API_PORT/status
+  curl -H "\$AUTH" 127.0.0.1:$API_PORT/metrics             # Prometheus
   curl -H "\$AUTH" -X DELETE 127.0.0.1:$API_PORT/upstream/dyhost
+The status page: http://127.0.0.1:$API_PORT/dashboard (user: anything, password: a token of $TOKENS).
 Ctrl-C stops nginx. Config and state: $RUN_DIR
 EOM
 "$NGINX" -p "$RUN_DIR" -c conf/nginx.conf &

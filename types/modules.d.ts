@@ -111,6 +111,29 @@ declare module "ngx.process" {
 }
 
 
+// LuaJIT's FFI, as a module (it is not a global in OpenResty): `import * as ffi from "ffi"`.
+declare module "ffi" {
+    export function cdef(defs: string): void;
+    export const C: unknown;
+    /** the C errno of the last call through the FFI */
+    export function errno(): number;
+    /** a cdata of C type `ct` from `v` (a Lua string as "const char *"; a pointer cast to "uintptr_t" gives its address) */
+    export function cast(ct: string | CType, v: unknown): unknown;
+    /** a C type object (parsed once) */
+    export interface CType { readonly __ctype: never }
+    function typeofC(ct: string): CType;
+    export { typeofC as typeof };
+    /** a Lua string from a C pointer (NUL-terminated, or `len` bytes) */
+    function string_(p: unknown, len?: number): string;
+    export { string_ as string };
+}
+
+// lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
+declare module "resty.core.base" {
+    /** the current request as a cdata `ngx_http_request_t *`, or undefined outside a request */
+    export function get_request(this: void): unknown;
+}
+
 // lua-resty-core's ngx.semaphore (light threads and timers of one worker wake each other).
 declare module "ngx.semaphore" {
     export interface Semaphore {
@@ -124,21 +147,3 @@ declare module "ngx.semaphore" {
     export { create as new };
 }
 
-// LuaJIT's FFI, as a module (it is not a global in OpenResty): `import * as ffi from "ffi"`.
-declare module "ffi" {
-    export function cdef(defs: string): void;
-    export const C: unknown;
-    /** the C errno of the last call through the FFI */
-    export function errno(): number;
-    /** a cdata of C type `ct` from `v` (a Lua string as "const char *"; a pointer cast to "uintptr_t" gives its address) */
-    export function cast(ct: string, v: unknown): unknown;
-    /** a Lua string from a C pointer (NUL-terminated, or `len` bytes) */
-    function string_(p: unknown, len?: number): string;
-    export { string_ as string };
-}
-
-// lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
-declare module "resty.core.base" {
-    /** the current request as a cdata `ngx_http_request_t *`, or undefined outside a request */
-    export function get_request(this: void): unknown;
-}

@@ -1,6 +1,7 @@
 -- The per-request modules compile to plain Lua: no TSTL lualib helpers, no multi-return packing into tables,
 -- no closures created in function bodies (every `function` in them is a top-level definition).
 local files = { "dist/lua/dyups/phases/balancer.lua", "dist/lua/dyups/phases/request_slot.lua", "dist/lua/dyups/store/peer_health.lua",
+  "dist/lua/dyups/metrics/counters.lua",
   "dist/lua/dyups/health/cache.lua" }
 
 local function read(path)

@@ -48,6 +48,10 @@ export type Options = {
     auth_fail_window: number;
     /** active health checks: probes in flight at once (the prober's light threads) */
     check_concurrency: number;
+    /** per-request traffic counters for GET /metrics and the dashboard (metrics/counters.ts) */
+    metrics: boolean;
+    /** the lua_shared_dict the counters are published to (declared by dyups.conf) */
+    metrics_dict: string;
     /** cluster mode: etcd is the source of truth (dyups.cluster.*); validated and normalised */
     cluster?: ClusterConfig;
 };
@@ -67,6 +71,8 @@ export const DEFAULTS: Options = {
     auth_fail_limit: 10,
     auth_fail_window: 60,
     check_concurrency: 100,
+    metrics: true,
+    metrics_dict: "dyups_metrics",
 };
 
 type Kind = "string" | "number" | "boolean" | "list" | "table";
@@ -93,6 +99,8 @@ KINDS.set("allowed_targets", "list");
 KINDS.set("auth_fail_limit", "number");
 KINDS.set("auth_fail_window", "number");
 KINDS.set("check_concurrency", "number");
+KINDS.set("metrics", "boolean");
+KINDS.set("metrics_dict", "string");
 KINDS.set("cluster", "table");
 
 /** Validates the user's table against DEFAULTS. Returns the merged options or the first problem. */
@@ -119,6 +127,7 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     }
     const o = out as Options;
     if (o.dict === "") return $multi(undefined, `option "dict" must not be empty`);
+    if (o.metrics_dict === "" || o.metrics_dict === o.dict) return $multi(undefined, `option "metrics_dict" must name another dict than "dict"`);
     if (!(o.sync_interval > 0 && o.sync_interval <= 60)) return $multi(undefined, `option "sync_interval" must be in (0, 60] seconds`);
     if (!(o.lock_timeout >= 0 && o.lock_timeout <= 60)) return $multi(undefined, `option "lock_timeout" must be in [0, 60] seconds`);
     if (o.max_upstreams !== undefined && (!(o.max_upstreams >= 1) || math.floor(o.max_upstreams) !== o.max_upstreams)) {

@@ -23,6 +23,7 @@ import { catchUp, sync } from "./registry/sync";
 import { stateWritable } from "./state/save";
 import { commit, readRecord } from "./store/command_log";
 import { checkTargets } from "./targets";
+import { noteWrite } from "./metrics/hooks";
 import { getOptions } from "./options";
 import { clusterRemove, clusterUpdate } from "./cluster/writer";
 
@@ -58,6 +59,12 @@ function unsaved(): string | undefined {
  * the sandbox build failed; logged at alert).
  */
 export function update(name: string, body: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
+    const [v, reason, status] = applyUpdate(name, body, expectRev, source);
+    noteWrite(v !== undefined ? 200 : status);
+    return $multi(v, reason, status) as StatusResult<number>;
+}
+
+function applyUpdate(name: string, body: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
     const [lname, nerr] = validateName(name);
     if (lname === undefined) return $multi(undefined, `${ADD_FAILED}: ${nerr}`, 400);
     const [rec, err] = prepare(lname, body, "api");
@@ -88,6 +95,12 @@ export function update(name: string, body: string, expectRev?: number, source?: 
 
 /** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412, 503. */
 export function remove(name: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
+    const [v, reason, status] = applyRemove(name, expectRev, source);
+    noteWrite(v !== undefined ? 200 : status);
+    return $multi(v, reason, status) as StatusResult<number>;
+}
+
+function applyRemove(name: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
     const [lname] = validateName(name);
     if (lname === undefined) return $multi(undefined, "not found uptream", 404);
     const old = readRecord(lname);

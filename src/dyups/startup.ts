@@ -17,7 +17,7 @@
 import { auditWrite, CONF_SOURCE } from "./audit";
 import { configureAuth } from "./http/auth";
 import { Endpoint } from "./model";
-import { getOptions, setOptions, validateOptions } from "./options";
+import { DEFAULTS, getOptions, setOptions, validateOptions } from "./options";
 import { parseUpstreamFile } from "./parse/upstream";
 import { prepare } from "./pipeline";
 import { tryBuild } from "./registry/build";
@@ -36,6 +36,9 @@ import { dnsRelease, dnsTick } from "./dns/refresh";
 import { healthRelease, healthTick } from "./health/prober";
 import { clusterRelease, clusterTick } from "./cluster/watcher";
 import { bumpConfGeneration } from "./store/health";
+import { publishTick } from "./metrics/publish";
+import { startCounting } from "./metrics/hooks";
+import { dictDeclared, prepareMetricsDict, resetMetricsDict } from "./store/metrics";
 import { VERSION } from "dyups.version";
 
 function fail(msg: string): never {
@@ -150,6 +153,11 @@ export function start(opts?: unknown): void {
     const [, terr] = configureTargets(o.allowed_targets);
     if (terr !== undefined) fail(terr);
     resetDict();
+    if (o.metrics_dict !== DEFAULTS.metrics_dict && !dictDeclared(o.metrics_dict)) {
+        fail(`option "metrics_dict": lua_shared_dict "${o.metrics_dict}" is not declared`);
+    }
+    resetMetricsDict();
+    prepareMetricsDict();
     prepareStore();
     prepareStateKeys();
     const fit = upstreamsThatFit();
@@ -243,6 +251,7 @@ function tick(premature: boolean): void {
         pcall(dnsRelease);
         pcall(healthRelease);
         pcall(clusterRelease);
+        publishTick(true);
         return;
     }
     const [ok, err] = pcall(sync);
@@ -259,6 +268,7 @@ function tick(premature: boolean): void {
     if (!dok) ngx.log(ngx.ERR, "dyups: dns refresh failed: ", derr);
     const [hok, herr] = pcall(healthTick);
     if (!hok) ngx.log(ngx.ERR, "dyups: health checks: ", herr);
+    publishTick(false);
 }
 
 export function startWorker(): void {
@@ -266,6 +276,7 @@ export function startWorker(): void {
     const [ok, err] = pcall(catchUp);
     if (!ok) ngx.log(ngx.ALERT, "dyups: worker cannot load the current state: ", err);
     healthSync();
+    startCounting();
     const [tok, terr] = ngx.timer.every(getOptions().sync_interval, tick);
     if (!tok) ngx.log(ngx.ALERT, "dyups: cannot start the sync timer: ", terr);
     pcall(clusterTick); // cluster mode: the elected worker starts following etcd now, not a tick later

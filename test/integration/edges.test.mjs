@@ -302,6 +302,10 @@ describe("persistence failures are visible", () => {
     assert.equal(s.state_file.last_save.ok, false);
     assert.match(s.state_file.last_save.error, /Permission denied/);
     assert.ok(s.state_file.unsaved_versions >= 1);
+    // and the metrics count the failures
+    const m = (await ng.get("/metrics")).body;
+    assert.match(m, /^dyups_state_last_save_success 0$/m);
+    assert.ok(Number(m.match(/^dyups_state_saves_failed_total (\d+)$/m)?.[1]) >= 1, m.slice(0, 300));
     await ng.stop();
     started.splice(started.indexOf(ng), 1);
 

@@ -6,6 +6,7 @@
 // A name that cannot be resolved: with `resolve` the server is kept with no endpoints (unavailable until
 // the DNS timer resolves it); without `resolve` the body is refused, as nginx refuses such a config.
 // Where the phase cannot yield (init, init_worker), names are left unresolved for the DNS timer.
+import { noteDnsQuery } from "../metrics/hooks";
 import { Endpoint, Result, UpstreamSpec } from "../model";
 import { getOptions } from "../options";
 import { QueryState, serverEndpoints, srvName, srvTargets } from "./policy";
@@ -105,6 +106,12 @@ function newResolver(): LuaMultiReturn<[RestyDns.Resolver | undefined, string | 
  * constant to pick them out. Yields: content and timer phases only. Errors as queryName's.
  */
 export function querySrv(name: string): LuaMultiReturn<[RestyDns.DnsAnswers, number, undefined] | [undefined, undefined, string]> {
+    const [answers, typeSrv, err] = sendSrvQuery(name);
+    noteDnsQuery(err); // metrics: DNS queries by result
+    return $multi(answers, typeSrv, err) as LuaMultiReturn<[RestyDns.DnsAnswers, number, undefined] | [undefined, undefined, string]>;
+}
+
+function sendSrvQuery(name: string): LuaMultiReturn<[RestyDns.DnsAnswers, number, undefined] | [undefined, undefined, string]> {
     const [r, err, dns] = newResolver();
     if (r === undefined || dns === undefined) return $multi(undefined, undefined, err as string);
     const [answers, qerr] = r.query(name, { qtype: dns.TYPE_SRV });
@@ -127,6 +134,12 @@ export interface Answer {
  * "no addresses", or the client's error ("timeout", "connection refused", "server failure"...).
  */
 export function queryName(name: string): LuaMultiReturn<[Answer, undefined] | [undefined, string]> {
+    const [ans, err] = sendNameQuery(name);
+    noteDnsQuery(err); // metrics: DNS queries by result
+    return $multi(ans, err) as LuaMultiReturn<[Answer, undefined] | [undefined, string]>;
+}
+
+function sendNameQuery(name: string): LuaMultiReturn<[Answer, undefined] | [undefined, string]> {
     const [r, err, dns] = newResolver();
     if (r === undefined || dns === undefined) return $multi(undefined, err as string);
     let lastErr = "no addresses";

@@ -2,7 +2,8 @@
 // Who may use the HTTP interface: the access gate every request passes before routing (content phase).
 //
 // Modes (the options admin_tokens, admin_tokens_file, interface_access, interface_hosts):
-//   tokens     any token configured: every request needs `Authorization: Bearer TOKEN`, from any address.
+//   tokens     any token configured: every request needs `Authorization: Bearer TOKEN`, from any address
+//              (or HTTP Basic credentials whose password is the token: a browser on the dashboard page).
 //              Missing: 401; unknown or malformed: 401 (counted); both with WWW-Authenticate. A `read` token
 //              may GET (and HEAD); every other method needs a `write` token (403 otherwise).
 //              interface_access and interface_hosts do not apply: the token is the access rule.
@@ -324,6 +325,21 @@ function countFailure(o: Options, key: string, client: string, why: string): voi
     }
 }
 
+/**
+ * The token an Authorization header presents: `Bearer TOKEN`, or `Basic base64(USER:TOKEN)` (what a browser
+ * sends after the dashboard's Basic challenge; USER is ignored). undefined: neither.
+ */
+function presentedToken(auth: string): string | undefined {
+    const [bearer] = match(auth, "^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$");
+    if (bearer !== undefined) return bearer;
+    const [b64] = match(auth, "^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$");
+    if (b64 === undefined) return undefined;
+    const decoded = ngx.decode_base64(b64);
+    if (decoded === undefined) return undefined;
+    const [password] = match(decoded, "^[^:]*:(.+)$");
+    return password;
+}
+
 function authenticate(req: RequestInfo, write: boolean): LuaMultiReturn<[WriteSource, undefined] | [undefined, Refusal]> {
     const o = getOptions();
     const key = clientKey(req.client);
@@ -338,7 +354,7 @@ function authenticate(req: RequestInfo, write: boolean): LuaMultiReturn<[WriteSo
     if (auth === undefined) {
         return $multi(undefined, { status: 401, authenticate: REALM, body: "authentication required: send the header Authorization: Bearer TOKEN" });
     }
-    const [token] = match(auth, "^%s*[Bb][Ee][Aa][Rr][Ee][Rr]%s+(%S+)%s*$");
+    const token = presentedToken(auth);
     const entry = token === undefined ? undefined : lookup(token);
     if (entry === undefined) {
         countFailure(o, key, req.client, token === undefined ? "not a Bearer token" : "unknown token");

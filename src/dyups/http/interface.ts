@@ -12,7 +12,8 @@
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
 //   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
 //     revisions for safe concurrent edits; GET /check_status: the check module's status page;
-//   - /list and /detail stream (http/views.ts): a large answer never holds the worker; JSON views page.
+//   - /list and /detail stream (http/views.ts): a large answer never holds the worker; JSON views page;
+//   - GET /metrics (Prometheus), GET /stats (JSON) and GET /dashboard (the status page): metrics/routes.ts.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
 import { get, remove, revisionOf, update } from "../pipeline";
@@ -21,6 +22,7 @@ import { admit, Refusal } from "./auth";
 import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
 import { checkStatusPage } from "../health/status";
+import { serveMetricsResource } from "../metrics/routes";
 import { detailLines, detailView, listView, recordJson } from "./views";
 
 function send(status: number, body: string): void {
@@ -111,9 +113,14 @@ function handleGet(res: string[], n: number): void {
 }
 
 /** Answers a request the access gate refused (the body is the reason; never a token). */
-function refuse(r: Refusal): void {
+function refuse(r: Refusal, uri: string): void {
     ngx.req.discard_body();
     if (r.authenticate !== undefined) ngx.header["WWW-Authenticate"] = r.authenticate;
+    // a browser asks for credentials on a Basic challenge only: the status page sends that one (the token is the
+    // password; a Bearer token works there as anywhere)
+    if (r.status === 401 && r.authenticate !== undefined && string.find(uri, "/dashboard/*$")[0] !== undefined) {
+        ngx.header["WWW-Authenticate"] = 'Basic realm="dyups", charset="UTF-8"';
+    }
     if (r.retryAfter !== undefined) ngx.header["Retry-After"] = `${r.retryAfter}`;
     send(r.status, r.body);
 }
@@ -127,11 +134,12 @@ export function handle(opts?: unknown): void {
         method, client: vars.remote_addr ?? "", authorization: vars.http_authorization, host: vars.http_host,
         origin: vars.http_origin, fetchSite: vars.http_sec_fetch_site,
     });
-    if (who === undefined) return refuse(refusal as Refusal);
+    if (who === undefined) return refuse(refusal as Refusal, vars.uri ?? "/");
     const [res, n] = resource(vars.uri ?? "/", prefix);
     const guess = prefix === "/" ? undeclaredPrefix(res, n) : undefined;
     if (guess !== undefined) ngx.log(ngx.WARN, "dyups: ", vars.uri, " is not a resource of an interface at /; if its location has a prefix, declare it: interface({ prefix = \"", guess, "\" })");
     if (n === 1 && string.lower(res[0]) === "check_status") return checkStatusPage(); // the check module's page (GET, HEAD)
+    if (method === "GET" && n === 1 && serveMetricsResource(string.lower(res[0]), who.role ?? "write")) return; // metrics/routes.ts
     if (method === "GET") return handleGet(res, n);
     if (method === "DELETE") {
         ngx.req.discard_body();

@@ -81,7 +81,8 @@ export function undeclaredPrefix(segs: string[], n: number): string | undefined 
     const last = string.lower(segs[n - 1]);
     let keep = 0;
     if (n >= 3 && string.lower(segs[n - 2]) === "upstream") keep = n - 2;
-    else if (last === "list" || last === "detail" || last === "status" || last === "check_status") keep = n - 1;
+    else if (last === "list" || last === "detail" || last === "status" || last === "check_status" || last === "metrics" ||
+        last === "stats" || last === "dashboard") keep = n - 1;
     if (keep < 1) return undefined;
     hinted = true;
     return "/" + table.concat(segs, "/", 1, keep) + "/";

@@ -18,6 +18,7 @@ import type { UpstreamVersion } from "../registry/build";
 import { lookup, releaseRetired, sync } from "../registry/sync";
 import { connClose, connOpen, peerState, Peers, picked, reportFailure, reportSuccess } from "../store/peer_health";
 import { closeSlot, openSlot, requestKey, Slot, slotOf, triedOf } from "./request_slot";
+import { countRetry, countTry, observe } from "../metrics/counters";
 
 const set_current_peer = balancer.set_current_peer;
 const set_more_tries = balancer.set_more_tries;
@@ -27,6 +28,7 @@ const get_last_failure = balancer.get_last_failure;
 const lower = string.lower;
 const concat = table.concat;
 const start_time = ngx.req.start_time;
+const now = ngx.now;
 const log = ngx.log;
 const INFO = ngx.INFO;
 const ERR = ngx.ERR;
@@ -92,6 +94,7 @@ function release(key: number, slot: Slot, report: boolean): void {
     const ver = slot.ver as UpstreamVersion;
     const gi = slot.gi;
     const peers = ver.peers;
+    observe(ver, gi, slot.tt, report);
     if (gi > 0) {
         if (slot.conn) connClose(peers, gi);
         if (report && peers.anyMaxFails) {
@@ -124,6 +127,7 @@ function pickPeer(gate: boolean): void {
             ver = slot.ver as UpstreamVersion;
             const prev = slot.gi;
             if (prev > 0) {
+                countRetry(ver, prev, state, code);
                 const peers = ver.peers;
                 if (state === "failed") {
                     reportFailure(peers, prev);
@@ -155,6 +159,7 @@ function pickPeer(gate: boolean): void {
         ver = found;
         ver.refs = ver.refs + 1;
         slot = openSlot(key, ver, start_time());
+        slot.tt = now(); // the first try's start (metrics: response time)
         // nginx allows one try per server that is not down (primaries and backups). The placeholder server
         // is `down`, so the block itself contributes 0 tries: set_more_tries(n) gives n tries in all.
         const tries = ver.peers.tries;
@@ -172,6 +177,7 @@ function pickPeer(gate: boolean): void {
         log(ERR, "dyups: no live servers in upstream \"", v.name, "\"");
         return;
     }
+    countTry(v, gi, slot.tried !== undefined);
     const port = peers.ports[gi - 1];
     const host = peers.hosts[gi - 1];
     let ok: true | undefined;

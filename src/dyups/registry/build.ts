@@ -9,6 +9,7 @@ import type { Result } from "../errors";
 import { Endpoint, UpstreamRecord } from "../model";
 import { attachChecks } from "../health/attach";
 import { attachPeerKeys, entryIds, forgetEntries, Peers } from "../store/peer_health";
+import type { VersionCounters } from "../metrics/counters";
 
 export interface UpstreamVersion {
     name: string;
@@ -27,6 +28,8 @@ export interface UpstreamVersion {
     /** requests holding this version */
     refs: number;
     retired: boolean;
+    /** this worker's metrics slots (metrics/counters.ts), attached at the version's first try */
+    mc?: VersionCounters;
 }
 
 /** The id of an endpoint (keys its shared peer state): "host:port", "[v6]:port", or the unix path. */

@@ -111,6 +111,20 @@
 //                          last error). Written by the watcher only.
 //   cl:werr      string   JSON { error, at } of the last failed write to etcd (any worker).
 //   (the watcher holds the lease `cluster`: one worker per node follows etcd)
+//
+// Metrics (store/metrics.ts), in their own dict (option metrics_dict, default "dyups_metrics"), so that
+// counters can never take the configuration's space. Every counter is a number that workers add their
+// deltas to (incr); it is created with safe_add (never evicts: a full metrics dict drops the delta and
+// counts it in mx:dropped). No TTL: each lives until deleted as said.
+//   m:<name>|<peer>|<i>  number  counter i of peer <peer> (endpoint id) of upstream <name> (metrics/counters.ts
+//                                P_*: tries, finished tries, responses by class, connect/read failures).
+//                                Deleted by each worker that counted it, once it sees the peer leave the
+//                                upstream or the upstream deleted (it publishes nothing for it after that).
+//   m:<name>||<i>        number  counter i of upstream <name> (U_*: requests, retries, responses by class,
+//                                response-time sum and buckets). Deleted like the peer counters.
+//   mw:<code>            number  writes through the write pipeline (interface, Lua API) by HTTP status.
+//   md:<result>          number  DNS queries by result (ok, nxdomain, no_addresses, timeout, error).
+//   mx:dropped           number  counter deltas dropped because the metrics dict was full.
 
 export const VERSION = "v";
 export const CMD_PREFIX = "c:";
@@ -165,6 +179,11 @@ export const CLUSTER_INFO = "cl:info";
 export const CLUSTER_WRITE_ERROR = "cl:werr";
 /** seconds a cluster tombstone (cl:t:<name>) is kept */
 export const CLUSTER_TOMB_TTL = 3600;
+
+export const METRIC_PREFIX = "m:";
+export const METRIC_WRITES_PREFIX = "mw:";
+export const METRIC_DNS_PREFIX = "md:";
+export const METRIC_DROPPED = "mx:dropped";
 
 /** How many log entries stay readable for incremental catch-up. */
 export const LOG_KEEP = 1024;

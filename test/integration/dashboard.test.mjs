@@ -1,0 +1,177 @@
+// The status page GET /dashboard (issue 18) in a real browser: Debian's Chromium, headless, driven by
+// puppeteer-core (never a browser download), with a fresh profile. It loads with nothing from outside (every
+// request the page makes is to the interface), shows each worker's applied version, shows an upstream a POST
+// created within 2 s, shows a dead peer as failing and the traffic's rates, finds one upstream among 2 000 by
+// name, and, with tokens configured, asks for them (Basic, the token as password) and is read-only for a read
+// token. The run saves a screenshot to artifacts/dashboard.png (ignored by git).
+import { test, before, after, describe } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import http from "node:http";
+import { startNginx, freePorts, sleep, request, ROOT } from "./harness.mjs";
+import { launchChromium } from "../lib/chromium.mjs";
+
+/**
+ * A page, in a browser context of its own, that records what it requested and every error it reported.
+ * close() closes the context, and with it the browser's connections (nginx then stops at once: it waits for
+ * open connections).
+ */
+async function openPage(browser, url, credentials) {
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage();
+  const requests = [];
+  const errors = [];
+  page.on("request", (r) => requests.push(r.url()));
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  if (credentials) await page.authenticate(credentials);
+  const res = await page.goto(url, { waitUntil: "domcontentloaded" });
+  return { page, requests, errors, res, close: () => context.close() };
+}
+
+let ng, chromium, deadPort, view;
+
+before(async () => { chromium = await launchChromium(); });
+after(async () => { await chromium?.close(); });
+
+describe("GET /dashboard in Chromium", () => {
+  before(async () => {
+    [deadPort] = await freePorts(1);
+    ng = await startNginx({ workers: 2 });
+    const [b1, b2] = ng.backendPorts;
+    assert.equal((await ng.post("/upstream/web", `server 127.0.0.1:${b1} weight=2; server 127.0.0.1:${b2}; server 127.0.0.1:${b2} backup;`)).status, 200);
+    view = await openPage(chromium.browser, `http://127.0.0.1:${ng.apiPort}/dashboard`);
+  });
+  after(async () => {
+    await view?.close();
+    await ng?.stop();
+  });
+
+  test("loads with nothing from outside and shows each worker's applied version", async () => {
+    const { page, requests, errors, res } = view;
+    assert.equal(res.status(), 200);
+    assert.match(res.headers()["content-security-policy"], /default-src 'none'/);
+    await page.waitForFunction(() => document.querySelectorAll("tr[data-worker]").length === 2, { timeout: 5000 });
+    const status = JSON.parse((await ng.get("/status")).body);
+    const applied = await page.$$eval("tr[data-worker] td:nth-child(3)", (tds) => tds.map((td) => Number(td.textContent)));
+    assert.deepEqual(applied, [status.version, status.version]);
+    assert.equal(await page.$eval("#version", (e) => e.textContent), String(status.version));
+    const origin = `http://127.0.0.1:${ng.apiPort}/`;
+    assert.deepEqual(requests.filter((u) => !u.startsWith(origin)), [], "every request goes to the interface");
+    assert.ok(requests.some((u) => u.startsWith(`${origin}stats?`)), "it polls /stats");
+    assert.deepEqual(errors, []);
+  });
+
+  test("an upstream created by a POST appears within 2 s", async () => {
+    const { page } = view;
+    const [, b2] = ng.backendPorts;
+    const t0 = Date.now();
+    assert.equal((await ng.post("/upstream/Added-Later", `server 127.0.0.1:${b2};`)).status, 200);
+    await page.waitForSelector('tr[data-upstream="added-later"].upstream', { timeout: 2000 });
+    const ms = Date.now() - t0;
+    assert.ok(ms < 2000, `${ms} ms`);
+    assert.match(await page.$eval('tr[data-upstream="added-later"].upstream', (tr) => tr.textContent), /Added-Later/);
+  });
+
+  test("a dead peer is shown as failing; traffic shows up as rates; backups and weights as configured", async () => {
+    const { page } = view;
+    const [b1] = ng.backendPorts;
+    assert.equal((await ng.post("/upstream/flaky", `server 127.0.0.1:${b1}; server 127.0.0.1:${deadPort};`)).status, 200);
+    let traffic = true;
+    const load = (async () => {
+      while (traffic) {
+        await Promise.all([ng.proxy("flaky"), ng.proxy("web"), ng.proxy("web")]);
+        await sleep(10);
+      }
+    })();
+    try {
+      const dead = `tr[data-upstream="flaky"][data-peer="127.0.0.1:${deadPort}"]`;
+      await page.waitForSelector(`${dead}[data-state="failing"]`, { timeout: 3000 });
+      assert.equal(await page.$eval(`tr[data-upstream="flaky"][data-peer="127.0.0.1:${b1}"]`, (tr) => tr.dataset.state), "up");
+      // rates need two polls after the counters were published (about a second each)
+      await page.waitForFunction(() => {
+        const cell = document.querySelector('tr.upstream[data-upstream="web"] td:nth-child(4)');
+        return cell && Number(cell.textContent) > 0;
+      }, { timeout: 5000 });
+      const states = await page.$$eval('tr.peer[data-upstream="web"]', (trs) => trs.map((tr) => [tr.dataset.peer, tr.dataset.state, tr.children[1].textContent]));
+      const [, b2] = ng.backendPorts;
+      // the address listed twice (primary and backup) is one peer: weights summed, not a backup
+      assert.deepEqual(states, [[`127.0.0.1:${b1}`, "up", "2"], [`127.0.0.1:${b2}`, "up", "2"]]);
+      mkdirSync(path.join(ROOT, "artifacts"), { recursive: true });
+      await page.screenshot({ path: path.join(ROOT, "artifacts/dashboard.png") });
+    } finally {
+      traffic = false;
+      await load;
+    }
+  });
+
+  test("search by name finds one upstream among 2 000", async () => {
+    const { page } = view;
+    const [b1] = ng.backendPorts;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    let next = 0;
+    await Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < 2000) {
+        const i = next++;
+        const status = await new Promise((resolve, reject) => {
+          const body = `server 127.0.0.1:${b1};`;
+          const r = http.request({ host: "127.0.0.1", port: ng.apiPort, method: "POST", path: `/upstream/bulk-${i}`, agent,
+            headers: { "content-length": Buffer.byteLength(body) } }, (res) => { res.resume(); res.on("end", () => resolve(res.statusCode)); });
+          r.on("error", reject);
+          r.end(body);
+        });
+        assert.equal(status, 200);
+      }
+    }));
+    agent.destroy();
+    await page.waitForFunction(() => /of 20\d\d$/.test(document.getElementById("range").textContent), { timeout: 5000 });
+    assert.equal(await page.$$eval("tr.upstream", (trs) => trs.length), 100); // one page
+    await page.type("#search", "bulk-1234");
+    await page.waitForFunction(() => document.getElementById("range").textContent.startsWith("1-1 of 1 "), { timeout: 3000 });
+    assert.deepEqual(await page.$$eval("tr.upstream", (trs) => trs.map((tr) => tr.dataset.upstream)), ["bulk-1234"]);
+    await page.$eval("#search", (e) => { e.value = ""; e.dispatchEvent(new Event("input")); });
+  });
+});
+
+describe("GET /dashboard with tokens", () => {
+  const READ = "read-token-0123456789abcdef";
+  let tng;
+  before(async () => {
+    tng = await startNginx({
+      workers: 1, init: { admin_tokens: [{ token: READ, role: "read", name: "viewer" }, { token: "write-token-0123456789abcdef", role: "write", name: "ops" }] },
+      serverExtra: `location /dyups/ { content_by_lua_block { require("dyups").interface({ prefix = "/dyups/" }) } }`,
+    });
+  });
+  after(async () => { await tng?.stop(); });
+
+  test("without credentials: 401 with a Basic challenge (browsers ask); a read token as the password: the read-only page", async () => {
+    const r = await request(tng.apiPort, "GET", "/dashboard");
+    assert.equal(r.status, 401);
+    assert.equal(r.headers["www-authenticate"], 'Basic realm="dyups", charset="UTF-8"');
+    // other resources keep the Bearer challenge alone
+    assert.equal((await request(tng.apiPort, "GET", "/list")).headers["www-authenticate"], 'Bearer realm="dyups"');
+    const { page, errors, res, close } = await openPage(chromium.browser, `http://127.0.0.1:${tng.apiPort}/dashboard`, { username: "viewer", password: READ });
+    assert.equal(res.status(), 200);
+    await page.waitForFunction(() => document.querySelectorAll("tr[data-worker]").length === 1, { timeout: 5000 });
+    assert.equal(await page.$eval("#role", (e) => e.dataset.role), "read");
+    assert.equal(await page.$$eval("main button[data-action]", (b) => b.length), 0);
+    assert.deepEqual(errors, []);
+    await close();
+    // the same credentials work for scripts (curl -u viewer:TOKEN)
+    const basic = `Basic ${Buffer.from(`viewer:${READ}`).toString("base64")}`;
+    assert.equal((await request(tng.apiPort, "GET", "/stats", { headers: { authorization: basic } })).status, 200);
+    assert.equal((await request(tng.apiPort, "POST", "/upstream/x", { headers: { authorization: basic }, body: "server 127.0.0.1:1;" })).status, 403);
+    const wrong = `Basic ${Buffer.from("viewer:nope").toString("base64")}`;
+    assert.equal((await request(tng.apiPort, "GET", "/stats", { headers: { authorization: wrong } })).status, 401);
+  });
+
+  test("under a prefix location the page reads the stats next to it (/dyups/dashboard -> /dyups/stats)", async () => {
+    const { page, requests, errors, close } = await openPage(chromium.browser, `http://127.0.0.1:${tng.apiPort}/dyups/dashboard`, { username: "viewer", password: READ });
+    try {
+      await page.waitForFunction(() => document.getElementById("conn").className === "ok", { timeout: 5000 });
+      assert.ok(requests.some((u) => u.startsWith(`http://127.0.0.1:${tng.apiPort}/dyups/stats?`)));
+      assert.deepEqual(errors, []);
+    } finally { await close(); }
+  });
+});
