@@ -121,12 +121,15 @@ declare module "ffi" {
     export const C: unknown;
     /** the C errno of the last call through the FFI */
     export function errno(): number;
-    /** a cdata of C type `ct` from `v` (a pointer cast to "uintptr_t" gives its address) */
+    /** a cdata of C type `ct` from `v` (a Lua string as "const char *"; a pointer cast to "uintptr_t" gives its address) */
     export function cast(ct: string | CType, v: unknown): unknown;
     /** a C type object (parsed once) */
     export interface CType { readonly __ctype: never }
     function typeofC(ct: string): CType;
     export { typeofC as typeof };
+    /** a Lua string from a C pointer (NUL-terminated, or `len` bytes) */
+    function string_(p: unknown, len?: number): string;
+    export { string_ as string };
 }
 
 // lua-resty-core's base module: the current request (a cdata pointer), for code that keys per-request state.
@@ -147,3 +150,4 @@ declare module "ngx.semaphore" {
     function create(n?: number): LuaMultiReturn<[Semaphore | undefined, string | undefined]>;
     export { create as new };
 }
+

@@ -105,6 +105,7 @@ describe("command log", function()
   it("a full dict refuses the write (507) and leaves no partial change", function()
     local dict = ngx.shared.dyups
     log.commit("a", record("a", "server 127.0.0.1:1;"))
+    dict.cap = 1024 * 1024 -- a budget far above what is left: the dict itself refuses
     dict.limit = 2000 - dict:free_space() + 1024 * 1024 -- about 2 KB left
     local big = string.rep("# padding\n", 300) .. "server 127.0.0.1:2;"
     local v, msg, status = log.commit("b", record("b", big))

@@ -1,5 +1,5 @@
 -- The write history (dyups.history, dyups.store.history) on a fake shared dict: what a write records (source,
--- revisions, body), the window (history_size entries, a quarter of the dict), entries without their body,
+-- revisions, body), the window (history_size entries, an eighth of the dict), entries without their body,
 -- a history that cannot record (the write still succeeds, counted), and where a rollback finds its body.
 local fake = require("spec.helpers.fake_ngx")
 
@@ -79,15 +79,15 @@ describe("history", function()
     assert.equal("server 127.0.0.1:3;", (history.bodyAt("u", 3)))
   end)
 
-  it("holds at most a quarter of the dict: the oldest entries go first; a body larger than that is not kept", function()
-    fresh(nil, 200000) -- budget 50 000 bytes
+  it("holds at most an eighth of the dict: the oldest entries go first; a body larger than that is not kept", function()
+    fresh(nil, 200000) -- budget 25 000 bytes: six one-page entries
     load()
-    local big = "server 127.0.0.1:1;" .. string.rep(" ", 9000)
+    local big = "server 127.0.0.1:1;" .. string.rep(" ", 2500)
     for i = 1, 12 do assert.equal(i, (pipeline.update("big", big))) end
     local st = store.historyStats()
-    assert.equal(50000, st.budget)
+    assert.equal(25000, st.budget)
     assert.is_true(st.bytes <= st.budget)
-    assert.is_true(st.kept >= 4 and st.kept <= 5, st.kept)
+    assert.is_true(st.kept >= 5 and st.kept <= 6, st.kept)
     assert.equal(12, history.listHistory(1)[1].rev_after)
     -- one body larger than the budget: the entry is kept without it
     local huge = "server 127.0.0.1:1;" .. string.rep(" ", 60000)

@@ -75,38 +75,77 @@ describe("a writer killed mid-commit", function()
     assert.equal(2, log.currentVersion())
   end)
 
-  it("after writing the record: the next writer publishes that change before its own", function()
-    local ngx, pipeline, log = setup()
-    local dict = ngx.shared.dyups
-    -- what the killed writer did: c:2 and u:a at revision 2, then died before incrementing v
-    local rec = assert(pipeline.prepare("a", "server 127.0.0.1:7;", "api"))
-    rec.rev = 2
-    rec.created = 1
-    dict:set("c:2", "a")
-    dict:set("u:a", require("cjson.safe").encode(rec), 0, 1)
-    dict:set(require("dyups.store.keys").LOCK, DEAD, 60)
-    assert.equal(1, log.currentVersion())
-    local v = pipeline.update("b", "server 127.0.0.1:2;")
-    assert.equal(3, v)
-    assert.equal("a", dict:get("c:2"))
-    assert.equal("b", dict:get("c:3"))
-    assert.equal(2, log.readRecord("a").rev)
-    assert.equal(2, dict:get("n"))
-    -- a second worker converges on both changes
-    fake.another_worker(ngx)
-    local reg = require("dyups.registry.sync")
-    reg.sync()
-    assert.equal(require("dyups.status").stateDigest(), reg.stats().digest)
+  -- what a writer of "a" (revision 1 -> 2) killed at each step of its commit left behind
+  local function killed_writer(dict, steps)
+    local keys = require("dyups.store.keys")
+    local rec = assert(require("dyups.pipeline").prepare("a", "server 127.0.0.1:7;", "api"))
+    rec.rev, rec.created = 2, 1
+    local journal = "2 s 1 a"
+    dict:set(keys.JOURNAL, journal .. string.rep(" ", keys.JOURNAL_LEN - #journal))
+    if steps >= 1 then dict:set("c:2", "a") end
+    if steps >= 2 then dict:set("r:a@2", require("cjson.safe").encode(rec)) end
+    if steps >= 3 then dict:set("u:a", 2, 0, 1) end
+    if steps >= 4 then dict:delete("r:a@1") end
+    dict:set(keys.LOCK, DEAD, 60)
+  end
+
+  it("after moving the pointer to its new record: the next writer publishes that change before its own", function()
+    for _, steps in ipairs({ 3, 4 }) do
+      local ngx, pipeline, log = setup()
+      local dict = ngx.shared.dyups
+      killed_writer(dict, steps)
+      assert.equal(1, log.currentVersion())
+      local v = pipeline.update("b", "server 127.0.0.1:2;")
+      assert.equal(3, v)
+      assert.equal("a", dict:get("c:2"))
+      assert.equal("b", dict:get("c:3"))
+      assert.equal(2, log.readRecord("a").rev)
+      assert.is_nil(dict:get("r:a@1"), "the old record is freed")
+      assert.equal(2, dict:get("n"))
+      local t = log.scan(dict)
+      assert.equal(t.digest, log.storedDigest())
+      assert.equal(t.bytes, log.configBytes())
+      -- a second worker converges on both changes
+      fake.another_worker(ngx)
+      local reg = require("dyups.registry.sync")
+      reg.sync()
+      assert.equal(require("dyups.status").stateDigest(), reg.stats().digest)
+    end
   end)
 
-  it("before writing the record: its log entry is dropped and the record kept as it was", function()
-    local ngx, pipeline, log = setup()
-    local dict = ngx.shared.dyups
-    dict:set("c:2", "a") -- the killed writer got this far
-    dict:set(require("dyups.store.keys").LOCK, DEAD, 60)
-    local v = pipeline.update("b", "server 127.0.0.1:2;")
-    assert.equal(2, v)
-    assert.equal("b", dict:get("c:2"))
-    assert.equal(1, log.readRecord("a").rev)
+  it("before moving the pointer: its log entry and its new record are dropped, the old record kept", function()
+    for _, steps in ipairs({ 0, 1, 2 }) do
+      local ngx, pipeline, log = setup()
+      local dict = ngx.shared.dyups
+      killed_writer(dict, steps)
+      local v = pipeline.update("b", "server 127.0.0.1:2;")
+      assert.equal(2, v)
+      assert.equal("b", dict:get("c:2"))
+      assert.equal(1, log.readRecord("a").rev)
+      assert.is_nil(dict:get("r:a@2"), "no orphan record")
+      assert.equal(log.scan(dict).bytes, log.configBytes())
+    end
+  end)
+
+  it("in the middle of a delete: completed when the pointer is gone, dropped when not", function()
+    local keys = require("dyups.store.keys")
+    for _, gone in ipairs({ true, false }) do
+      local ngx, pipeline, log = setup()
+      local dict = ngx.shared.dyups
+      local journal = "2 d 1 a"
+      dict:set(keys.JOURNAL, journal .. string.rep(" ", keys.JOURNAL_LEN - #journal))
+      dict:set("c:2", "a")
+      if gone then dict:delete("u:a") end
+      dict:set(keys.LOCK, DEAD, 60)
+      local v = pipeline.update("b", "server 127.0.0.1:2;")
+      assert.equal(gone and 3 or 2, v)
+      if gone then
+        assert.is_nil(log.readRecord("a"))
+        assert.is_nil(dict:get("r:a@1"))
+      else
+        assert.equal(1, log.readRecord("a").rev)
+      end
+      assert.equal(1 + (gone and 0 or 1), dict:get("n"))
+    end
   end)
 end)

@@ -9,7 +9,7 @@
 // update (the whole upstream, nginx syntax: what a rollback restores), none for a delete. An entry larger
 // than the history's byte budget is kept without its body (counted: /status history.cut).
 // A write never fails because of history: a failure to record is logged once per worker and counted
-// (/status history.lost). Storage and its bounds: store/history.ts (history_size entries, a quarter of the dict).
+// (/status history.lost). Storage and its bounds: store/history.ts (history_size entries, an eighth of the dict).
 //
 // Lifetime: the shared dict's. History survives `nginx -s reload` and is lost at a restart: revisions are
 // versions of the command log, which start again at a restart, so older revisions would be ambiguous.
@@ -88,7 +88,7 @@ export function recordWrite(op: "update" | "delete", name: string, before: numbe
     let [json, err] = cjson.encode(entry);
     if (json !== undefined && json.length > budget() && entry.body !== undefined) {
         entry.body = undefined;
-        entry.body_omitted = "larger than the history's budget (a quarter of the shared dict)";
+        entry.body_omitted = "larger than the history's budget (an eighth of the shared dict)";
         countCut();
         [json, err] = cjson.encode(entry);
     }

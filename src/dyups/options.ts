@@ -12,6 +12,8 @@ export type Options = {
     upstream_conf?: string;
     /** where the state is saved (atomically) after changes and loaded on a fresh start */
     state_file?: string;
+    /** writes answer 503 while the state file cannot be written (its last save failed, or its folder is not writable) */
+    state_file_strict: boolean;
     /** seconds between an idle worker's catch-up checks (requests catch up on their own) */
     sync_interval: number;
     /** the original's dyups_trylock: a write that finds the lock held answers 409 at once */
@@ -20,8 +22,8 @@ export type Options = {
     lock_timeout: number;
     /** the original's dyups_read_msg_log: log every catch-up at info level */
     read_msg_log: boolean;
-    /** how many upstreams may exist */
-    max_upstreams: number;
+    /** how many upstreams may exist; default: as many one-server upstreams as the dict's budget holds (set by init()) */
+    max_upstreams?: number;
     /** nameservers, "ip[:port]"; default: /etc/resolv.conf */
     resolver?: string[];
     /** clamp for DNS TTLs (seconds) */
@@ -62,7 +64,7 @@ export const DEFAULTS: Options = {
     trylock: false,
     lock_timeout: 5,
     read_msg_log: false,
-    max_upstreams: 100000,
+    state_file_strict: false,
     dns_min_ttl: 1,
     dns_max_ttl: 3600,
     dns_stale_ttl: 3600,
@@ -81,6 +83,7 @@ const KINDS: LuaTable<string, Kind> = new LuaTable();
 KINDS.set("dict", "string");
 KINDS.set("upstream_conf", "string");
 KINDS.set("state_file", "string");
+KINDS.set("state_file_strict", "boolean");
 KINDS.set("sync_interval", "number");
 KINDS.set("trylock", "boolean");
 KINDS.set("lock_timeout", "number");
@@ -131,11 +134,14 @@ export function validateOptions(user: unknown): LuaMultiReturn<[Options, undefin
     if (o.metrics_dict === "" || o.metrics_dict === o.dict) return $multi(undefined, `option "metrics_dict" must name another dict than "dict"`);
     if (!(o.sync_interval > 0 && o.sync_interval <= 60)) return $multi(undefined, `option "sync_interval" must be in (0, 60] seconds`);
     if (!(o.lock_timeout >= 0 && o.lock_timeout <= 60)) return $multi(undefined, `option "lock_timeout" must be in [0, 60] seconds`);
-    if (!(o.max_upstreams >= 1) || math.floor(o.max_upstreams) !== o.max_upstreams) return $multi(undefined, `option "max_upstreams" must be a positive integer`);
+    if (o.max_upstreams !== undefined && (!(o.max_upstreams >= 1) || math.floor(o.max_upstreams) !== o.max_upstreams)) {
+        return $multi(undefined, `option "max_upstreams" must be a positive integer`);
+    }
     if (!(o.dns_min_ttl >= 0)) return $multi(undefined, `option "dns_min_ttl" must be >= 0`);
     if (!(o.dns_max_ttl >= o.dns_min_ttl)) return $multi(undefined, `option "dns_max_ttl" must be >= dns_min_ttl`);
     if (!(o.dns_stale_ttl >= 0)) return $multi(undefined, `option "dns_stale_ttl" must be >= 0`);
     if (!(o.dns_timeout > 0 && o.dns_timeout <= 30)) return $multi(undefined, `option "dns_timeout" must be in (0, 30] seconds`);
+    if (o.state_file_strict && o.state_file === undefined) return $multi(undefined, `option "state_file_strict" needs "state_file"`);
     if (o.interface_access !== "loopback" && o.interface_access !== "any") return $multi(undefined, `option "interface_access" must be "loopback" or "any"`);
     if (!(o.auth_fail_limit >= 1) || math.floor(o.auth_fail_limit) !== o.auth_fail_limit) return $multi(undefined, `option "auth_fail_limit" must be a positive integer`);
     if (!(o.auth_fail_window > 0 && o.auth_fail_window <= 86400)) return $multi(undefined, `option "auth_fail_window" must be in (0, 86400] seconds`);

@@ -18,8 +18,10 @@ import { canYield } from "./phase";
 import { resolveEndpoints } from "./dns/resolve";
 import { healthFits } from "./health/capacity";
 import { checkBalancer, releaseVanished, tryBuild } from "./registry/build";
-import { catchUp } from "./registry/sync";
-import { commit, namesInOrder, readRecord } from "./store/command_log";
+import * as order from "./registry/order";
+import { catchUp, sync } from "./registry/sync";
+import { stateWritable } from "./state/save";
+import { commit, readRecord } from "./store/command_log";
 import { checkTargets } from "./targets";
 import { noteWrite } from "./metrics/hooks";
 import { getOptions } from "./options";
@@ -46,10 +48,21 @@ export function prepare(name: string, body: string, source: string, atStart?: bo
 }
 
 /**
+ * state_file_strict: undefined when writes may go on, else the 503 reason (the state cannot be saved). Not in
+ * cluster mode: etcd holds the state there, the state file is this node's copy.
+ */
+function unsaved(): string | undefined {
+    if (!getOptions().state_file_strict) return undefined;
+    const [ok, why] = stateWritable();
+    return ok ? undefined : `cannot save the state: ${why}; nothing was changed (state_file_strict)`;
+}
+
+/**
  * Create or replace upstream NAME (listed as spelled here). `source` says who asks (the audit line; default
  * the Lua API). Returns the new version, or [undefined, reason, status]: 400 "add server failed: REASON";
- * 409 "wait and try again\n" (lock busy); 412 (expectRev mismatch); 429 (max_upstreams); 507 (dict full);
- * 500 (a bug: the sandbox build failed; logged at alert).
+ * 409 "wait and try again\n" (lock busy); 412 (expectRev mismatch); 429 (max_upstreams); 503
+ * (state_file_strict: the state cannot be saved); 507 (the dict's budget, or the dict, is full); 500 (a bug:
+ * the sandbox build failed; logged at alert).
  */
 export function update(name: string, body: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
     const [v, reason, status] = applyUpdate(name, body, expectRev, source);
@@ -76,6 +89,8 @@ function applyUpdate(name: string, body: string, expectRev?: number, source?: Wr
         releaseVanished(old, rec);
         return $multi(cv as number, undefined, undefined);
     }
+    const why = unsaved();
+    if (why !== undefined) return $multi(undefined, `${ADD_FAILED}: ${why}`, 503);
     const [v, reason, status, before] = commit(lname, rec, expectRev);
     if (v === undefined) return $multi(undefined, status === 409 ? reason : `${ADD_FAILED}: ${reason}`, status);
     auditWrite("update", lname, before, v, source ?? LUA_SOURCE, rec);
@@ -84,7 +99,7 @@ function applyUpdate(name: string, body: string, expectRev?: number, source?: Wr
     return $multi(v, undefined, undefined);
 }
 
-/** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412. */
+/** Delete upstream NAME: the new version, or 404 "not found uptream", 409 "wait and try again\n", 412, 503. */
 export function remove(name: string, expectRev?: number, source?: WriteSource): StatusResult<number> {
     const [v, reason, status] = applyRemove(name, expectRev, source);
     noteWrite(v !== undefined ? 200 : status);
@@ -102,6 +117,8 @@ function applyRemove(name: string, expectRev?: number, source?: WriteSource): St
         releaseVanished(old, undefined);
         return $multi(cv as number, undefined, undefined);
     }
+    const why = unsaved();
+    if (why !== undefined) return $multi(undefined, why, 503);
     const [v, reason, status, before] = commit(lname, undefined, expectRev);
     if (v === undefined) return $multi(undefined, reason, status);
     auditWrite("delete", lname, before, v, source ?? LUA_SOURCE);
@@ -122,7 +139,8 @@ export function get(name: string): UpstreamRecord | undefined {
     return readRecord(lname);
 }
 
-/** Names of all upstreams, in creation order, each spelled as its latest POST spelled it. */
+/** Names of all upstreams, in creation order, each spelled as its latest POST spelled it (this worker's registry, caught up first). O(n). */
 export function list(): string[] {
-    return namesInOrder(true);
+    sync();
+    return order.all(true);
 }

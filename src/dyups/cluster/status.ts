@@ -14,18 +14,13 @@
 //   rejected (upstreams etcd holds that this node cannot apply, with the reason), last_write_error
 import { ClusterConfig, EtcdEndpoint, LEASE } from "./config";
 import { getOptions } from "../options";
-import { allNames, readRecord } from "../store/command_log";
+import { storedClusterDigest } from "../store/command_log";
 import { appliedRevision, etcdCount, lastWriteError, seenRevision, watcherInfo } from "../store/cluster";
 import { owner } from "../store/lease";
 
-/** XOR of crc32("name:etcd") over the stored records (see the header). */
+/** XOR of crc32("name:etcd") over the stored records (see the header): kept by the writers, one shm get. */
 export function clusterDigest(): number {
-    let d = 0;
-    for (const [, name] of ipairs(allNames())) {
-        const rec = readRecord(name);
-        if (rec !== undefined) d = d ^ ngx.crc32_short(`${name}:${rec.etcd ?? 0}`);
-    }
-    return d;
+    return storedClusterDigest();
 }
 
 export function clusterStatus(): unknown {

@@ -147,8 +147,8 @@ export function clusterUpdate(name: string, rec: UpstreamRecord, expectRev?: num
     if (!canYield()) return $multi(503, "cluster mode: writes go to etcd and need a phase that can use sockets (content, timer)");
     const raw = readRaw(name);
     if (expectRev === undefined && raw === undefined) {
-        const max = getOptions().max_upstreams;
-        if (upstreamCount() >= max) return $multi(429, `too many upstreams (max_upstreams is ${max})`);
+        const max = getOptions().max_upstreams ?? 0;
+        if (max > 0 && upstreamCount() >= max) return $multi(429, `too many upstreams (max_upstreams is ${max})`);
     }
     const key = upstreamKey(config(), name);
     const id = writeId();

@@ -11,7 +11,8 @@
 // probed yet shows default_down's status with 0/0, as the module's fresh entry.
 import * as cjson from "cjson.safe";
 import { UpstreamRecord } from "../model";
-import { namesInOrder, readRecord } from "../store/command_log";
+import { checkedNames, sync } from "../registry/sync";
+import { readRecord } from "../store/command_log";
 import { confGeneration, readProberStats, readState } from "../store/health";
 import { owner } from "../store/lease";
 import { CheckConfig, resolveCheck, stateId } from "./config";
@@ -72,10 +73,14 @@ export function recordHealth(rec: UpstreamRecord, only?: number): ServerHealth[]
     return out;
 }
 
-/** Every row of the status page, in order. */
+/**
+ * Every row of the status page, in order: the upstreams with checks, from this worker's registry (caught up
+ * first). O(checked upstreams and their peers): GET /status shows it whatever the number of upstreams.
+ */
 export function allHealth(): ServerHealth[] {
+    sync();
     const out: ServerHealth[] = [];
-    for (const [, name] of ipairs(namesInOrder())) {
+    for (const [, name] of ipairs(checkedNames())) {
         const rec = readRecord(name);
         if (rec !== undefined && rec.spec.check !== undefined) {
             for (const [, h] of ipairs(recordHealth(rec))) out[out.length] = h;

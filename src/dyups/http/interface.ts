@@ -12,19 +12,19 @@
 //   - GET /status (JSON): versions applied by each worker and their lag, shm use, retired versions;
 //   - `?format=json` on /list, /detail and /upstream/NAME (with per-server active health); ETag/If-Match
 //     revisions for safe concurrent edits; GET /check_status: the check module's status page;
+//   - /list and /detail stream (http/views.ts): a large answer never holds the worker; JSON views page;
 //   - GET /metrics (Prometheus), GET /stats (JSON) and GET /dashboard (the status page): metrics/routes.ts.
 // Every GET catches this worker up first, so it always shows the current state.
 import * as cjson from "cjson.safe";
-import { UpstreamRecord } from "../model";
-import { get, list, remove, revisionOf, update } from "../pipeline";
-import { endpointId } from "../registry/build";
+import { get, remove, revisionOf, update } from "../pipeline";
 import { sync } from "../registry/sync";
 import { admit, Refusal } from "./auth";
 import { handleHistory, handleV1, plainRollback, refuseJson, v1Segments } from "./api_v1";
 import { interfacePrefix, resource, undeclaredPrefix } from "./router";
 import { statusReport } from "../status";
-import { checkStatusPage, recordHealth } from "../health/status";
+import { checkStatusPage } from "../health/status";
 import { serveMetricsResource } from "../metrics/routes";
+import { detailLines, detailView, listView, recordJson } from "./views";
 
 function send(status: number, body: string): void {
     ngx.status = status;
@@ -49,44 +49,6 @@ function sendJson(value: unknown): void {
     ngx.header["Content-Length"] = `${out.length}`;
     ngx.print(out);
     ngx.exit(ngx.HTTP_OK);
-}
-
-/** The address /detail shows for a server directive: its first endpoint, else the address as written. */
-function shownAddr(rec: UpstreamRecord, i: number): string {
-    const eps = rec.endpoints[i - 1];
-    const e = eps !== undefined ? eps[0] : undefined;
-    if (e === undefined) return rec.spec.servers[i - 1].addr;
-    return endpointId(e);
-}
-
-function detailLines(rec: UpstreamRecord, full: boolean, out: string[]): void {
-    let n = out.length;
-    for (const [i, s] of ipairs(rec.spec.servers)) {
-        n = n + 1;
-        if (full) {
-            out[n - 1] = `server ${shownAddr(rec, i)} weight=${s.weight} max_conns=${s.maxConns} max_fails=${s.maxFails} fail_timeout=${math.floor(s.failTimeout)} backup=${s.backup ? 1 : 0} down=${s.down ? 1 : 0}\n`;
-        } else {
-            out[n - 1] = `server ${shownAddr(rec, i)}\n`;
-        }
-    }
-}
-
-function recordJson(rec: UpstreamRecord): unknown {
-    const servers: unknown[] = [];
-    for (const [i, s] of ipairs(rec.spec.servers)) {
-        const eps = rec.endpoints[i - 1] ?? [];
-        const addrs: string[] = [];
-        for (const [, e] of ipairs(eps)) {
-            addrs[addrs.length] = endpointId(e);
-        }
-        servers[i - 1] = {
-            addr: s.addr, resolved: addrs, weight: s.weight, max_conns: s.maxConns, max_fails: s.maxFails,
-            fail_timeout: s.failTimeout, backup: s.backup, down: s.down, resolve: s.resolve,
-            health: rec.spec.check !== undefined ? recordHealth(rec, i) : undefined,
-        };
-    }
-    return { name: rec.display ?? rec.name, revision: revisionOf(rec), method: rec.spec.method, hash_key: rec.spec.hashKey,
-        balancer: rec.spec.picker, keepalive: rec.spec.keepalive, servers, body: rec.body };
 }
 
 function wantsJson(): boolean {
@@ -131,34 +93,9 @@ function handleGet(res: string[], n: number): void {
     ngx.req.discard_body();
     sync();
     const what = n > 0 ? string.lower(res[0]) : "";
-    if (what === "list" && n === 1) {
-        const names = list();
-        if (wantsJson()) return sendJson({ upstreams: names.length > 0 ? names : cjson.empty_array ?? [] });
-        if (names.length === 0) return send(204, "");
-        return send(200, table.concat(names, "\n") + "\n");
-    }
-    if (what === "detail" && n === 1) {
-        const names = list();
-        if (wantsJson()) {
-            const all: unknown[] = [];
-            for (const [i, name] of ipairs(names)) {
-                const rec = get(name);
-                if (rec !== undefined) all[i - 1] = recordJson(rec);
-            }
-            return sendJson({ upstreams: all });
-        }
-        const out: string[] = [];
-        for (const [, name] of ipairs(names)) {
-            const rec = get(name);
-            if (rec !== undefined) {
-                out[out.length] = name + "\n";
-                detailLines(rec, true, out);
-                out[out.length] = "\n";
-            }
-        }
-        if (out.length === 0) return send(204, "");
-        return send(200, table.concat(out));
-    }
+    // the listings stream (http/views.ts)
+    if (what === "list" && n === 1) return listView(wantsJson());
+    if (what === "detail" && n === 1) return detailView(wantsJson());
     if (what === "upstream" && n === 2) {
         const rec = get(res[1]);
         if (rec === undefined) return send(404, "");
@@ -168,7 +105,7 @@ function handleGet(res: string[], n: number): void {
         detailLines(rec, false, out);
         return send(200, table.concat(out));
     }
-    if (what === "status" && n === 1) return sendJson(statusReport());
+    if (what === "status" && n === 1) return sendJson(statusReport(ngx.var.arg_refs === "1"));
     if (n === 0) {
         ngx.exit(404); // nginx's own HTML 404 page, as the original
         return;

@@ -14,7 +14,9 @@ import { BOUNDS, BUCKETS, counting } from "./counters";
 import { labelValue, pruneCatalog, sortedNames, upstreamInfo } from "./catalog";
 import { beginReading, readFigures } from "./read";
 import { droppedCount, eventCount, metricsDict, metricsDictUsage } from "../store/metrics";
-import { currentVersion, upstreamCount } from "../store/command_log";
+import { budgetBytes } from "../store/budget";
+import { configBytes, currentVersion, upstreamCount } from "../store/command_log";
+import { lastSave, savedVersion, saveFailures } from "../store/state_file";
 import { usage } from "../store/dict";
 import { readHeartbeat } from "../store/workers";
 import { getOptions } from "../options";
@@ -92,6 +94,12 @@ const F_WRITES = family("dyups_writes_total", "counter", "Writes through the int
 const F_DNS = family("dyups_dns_queries_total", "counter", "DNS queries sent by dyups, by result.");
 const F_SHM_CAP = family("dyups_shm_capacity_bytes", "gauge", "Capacity of the shared dicts (configuration, metrics).");
 const F_SHM_FREE = family("dyups_shm_free_bytes", "gauge", "Free bytes of the shared dicts (free pages only).");
+const F_SHM_CONFIG = family("dyups_shm_config_bytes", "gauge", "Bytes the configuration takes in its dict (the writers' estimate by slab class).");
+const F_SHM_BUDGET = family("dyups_shm_config_budget_bytes", "gauge", "The configuration's budget in its dict: writes past it are refused with 507.");
+const F_SAVE_FAILS = family("dyups_state_saves_failed_total", "counter", "Saves of the state file that failed since start-up.");
+const F_SAVE_OK = family("dyups_state_last_save_success", "gauge", "1 when the last save of the state file worked, 0 when it failed.");
+const F_SAVE_AT = family("dyups_state_last_save_timestamp_seconds", "gauge", "Time of the last save of the state file (worked or not).");
+const F_UNSAVED = family("dyups_state_unsaved_versions", "gauge", "Versions committed since the version last saved to the state file.");
 const F_CL_STATE = family("dyups_cluster_state", "gauge", "Cluster mode: 1 for the etcd watcher's current state (starting, reading, watching, retrying, ...).");
 const F_CL_REV = family("dyups_cluster_applied_revision", "gauge", "Cluster mode: the etcd revision up to which this node applied every change.");
 const F_CL_ETCD = family("dyups_cluster_etcd_revision", "gauge", "Cluster mode: the highest etcd revision this node has seen.");
@@ -182,6 +190,17 @@ function nodeFamilies(s: Scrape, now: number): void {
     const open = `{dict="${labelValue(u.name)}"`;
     sample(s, F_SHM_CAP, open, CLOSE, u.capacity);
     sample(s, F_SHM_FREE, open, CLOSE, u.free);
+    sample(s, F_SHM_CONFIG, open, CLOSE, configBytes());
+    sample(s, F_SHM_BUDGET, open, CLOSE, budgetBytes());
+    if (getOptions().state_file !== undefined) {
+        sample(s, F_SAVE_FAILS, "", BARE, saveFailures());
+        const last = lastSave();
+        if (last !== undefined) {
+            sample(s, F_SAVE_OK, "", BARE, last.ok ? 1 : 0);
+            sample(s, F_SAVE_AT, "", BARE, last.at);
+        }
+        sample(s, F_UNSAVED, "", BARE, math.max(0, version - savedVersion()));
+    }
     if (getOptions().cluster !== undefined) clusterFamilies(s);
     const [cap, free] = metricsDictUsage();
     if (cap !== undefined) {

@@ -160,7 +160,7 @@ export function checkBalancer(name: string, spec: UpstreamSpec, lenient: boolean
  * Contract: records are validated before they are written, so this cannot fail for one; a record that is
  * not valid is a caller's bug and raises (see tryBuild for the guarded form).
  */
-export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
+export function buildVersion(rec: UpstreamRecord, sandbox?: boolean): UpstreamVersion {
     const spec = rec.spec;
     const inits = peerInits(rec);
     const set = buildPeerSet(inits, {
@@ -170,7 +170,7 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
         picker: spec.picker,
         pickerArgs: spec.pickerArgs,
     });
-    if (set.pickerProblem !== undefined) {
+    if (set.pickerProblem !== undefined && sandbox !== true) {
         // a stored upstream whose `balancer` cannot be used in this worker (not registered in this nginx, or its
         // arguments refused where they were not checked: a start, etcd): kept as written, routed by round robin
         ngx.log(ngx.ERR, "dyups: upstream ", rec.name, " revision ", rec.rev, ": ", set.pickerProblem,
@@ -201,9 +201,10 @@ export function buildVersion(rec: UpstreamRecord): UpstreamVersion {
 /**
  * buildVersion behind a guard, for callers that must not raise (the balancer's lazy build, the catch-up, the
  * write pipeline's sandbox). A failure is a bug: it is logged at alert and returned as a reason.
+ * `sandbox`: a trial build that is thrown away; it logs nothing about a picker this Lua VM lacks.
  */
-export function tryBuild(rec: UpstreamRecord): Result<UpstreamVersion> {
-    const [ok, ver] = pcall(buildVersion, rec);
+export function tryBuild(rec: UpstreamRecord, sandbox?: boolean): Result<UpstreamVersion> {
+    const [ok, ver] = pcall(buildVersion, rec, sandbox);
     if (ok) return $multi(ver, undefined);
     ngx.log(ngx.ALERT, "dyups: cannot build upstream ", rec.name, " revision ", rec.rev, " (a bug: the record was validated): ", ver);
     return $multi(undefined, `cannot build the peer set: ${tostring(ver)}`);

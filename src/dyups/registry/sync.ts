@@ -17,11 +17,15 @@
 // Versions own nothing outside the Lua heap (peer state is keyed by address in shm and survives versions),
 // so release only unlinks them; their peer sets go to the GC with the last reference.
 // Phases: any (balancer included): no yields, only shm reads and JSON decoding.
+import { revisionHash } from "../digest";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { allNames, changedSince, currentVersion, decodeRecord, readRaw } from "../store/command_log";
 import { publishHeartbeat } from "../store/workers";
 import { tryBuild, UpstreamVersion } from "./build";
+import * as order from "./order";
+
+export { revisionHash };
 
 /** built versions (the hot path's O(1) lookup) */
 const byName: LuaTable<string, UpstreamVersion> = new LuaTable();
@@ -37,10 +41,11 @@ let applied = 0;
 /** XOR of revisionHash(name, rev) over this worker's versions: equal digests = identical routing state */
 let digest = 0;
 
-/** The digest term of one upstream revision (see stateDigest in status.ts for the store's side). */
-export function revisionHash(name: string, rev: number): number {
-    return ngx.crc32_short(`${name}:${rev}`);
-}
+/** names whose current record has active health checks (the check_status page and /status list only those) */
+const checked: LuaTable<string, boolean> = new LuaTable();
+
+/** during rebuildAll: name -> creation version of what it applied (the order is re-sorted once at the end) */
+let bulk: LuaTable<string, number> | undefined;
 
 function retire(ver: UpstreamVersion): void {
     ver.retired = true;
@@ -82,6 +87,8 @@ function unlink(name: string): void {
 /** NAME (applied at revision rev) is gone from the store. */
 function drop(name: string, rev: number): void {
     revs.delete(name);
+    checked.delete(name);
+    order.forget(name);
     upstreamCount = upstreamCount - 1;
     digest = digest ^ revisionHash(name, rev);
     unlink(name);
@@ -97,6 +104,15 @@ function applyName(name: string): void {
     const rec = decodeRecord(name, raw);
     if (rec === undefined || rec.rev === oldRev) return;
     revs.set(name, rec.rev);
+    if (rec.spec.check !== undefined) checked.set(name, true);
+    else checked.delete(name);
+    const created = rec.created ?? rec.rev;
+    if (bulk !== undefined) {
+        bulk.set(name, created);
+        order.display(name, rec.display);
+    } else {
+        order.place(name, created, rec.display);
+    }
     digest = digest ^ revisionHash(name, rec.rev);
     if (oldRev !== undefined) digest = digest ^ revisionHash(name, oldRev);
     else upstreamCount = upstreamCount + 1;
@@ -109,13 +125,18 @@ function applyName(name: string): void {
 
 function rebuildAll(): void {
     const seen: LuaTable<string, boolean> = new LuaTable();
+    const created: LuaTable<string, number> = new LuaTable();
+    bulk = created;
     for (const [, name] of ipairs(allNames())) {
         seen.set(name, true);
         applyName(name);
     }
+    bulk = undefined;
     for (const [name, rev] of pairs(revs)) {
         if (seen.get(name) !== true) drop(name, rev);
+        else if (created.get(name) === undefined) created.set(name, order.createdOf(name) ?? rev);
     }
+    order.rebuild(created);
 }
 
 function publish(): void {
@@ -183,6 +204,14 @@ export function record(name: string): UpstreamRecord | undefined {
     return raw === undefined ? undefined : decodeRecord(name, raw);
 }
 
+/** The upstreams with active health checks, in creation order. O(c log c) for c of them. */
+export function checkedNames(): string[] {
+    const out: string[] = [];
+    for (const [name] of pairs(checked)) out[out.length] = name;
+    table.sort(out, (a: string, b: string) => (order.positionAfter(a) ?? 0) < (order.positionAfter(b) ?? 0));
+    return out;
+}
+
 /** The revision this worker routes by for NAME, or undefined. */
 export function revision(name: string): number | undefined {
     return revs.get(name);
@@ -204,14 +233,15 @@ export interface RegistryStats {
     /** upstreams whose peer set this worker has built (the others have not been routed to yet) */
     built: number;
     retired: number;
-    /** refs held on current versions, by name (only names with refs > 0) */
+    /** refs held on current versions, by name (only names with refs > 0; empty unless asked for) */
     refs: LuaTable<string, number>;
     retiredRefs: number;
 }
 
-export function stats(): RegistryStats {
+/** This worker's figures; `withRefs` adds the refs held per current version (a walk of the built versions). */
+export function stats(withRefs?: boolean): RegistryStats {
     const refs: LuaTable<string, number> = new LuaTable();
-    for (const [name, ver] of pairs(byName)) if (ver.refs > 0) refs.set(name, ver.refs);
+    if (withRefs === true) for (const [name, ver] of pairs(byName)) if (ver.refs > 0) refs.set(name, ver.refs);
     let rr = 0;
     for (const [ver] of pairs(retired)) rr = rr + ver.refs;
     return { applied, digest, upstreams: upstreamCount, built: builtCount, retired: retiredCount, refs, retiredRefs: rr };

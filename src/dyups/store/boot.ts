@@ -12,7 +12,7 @@ export function booted(): boolean {
 
 /** Marks the dict as loaded. */
 export function markBooted(): void {
-    dict().set(BOOT, "1");
+    dict().safe_set(BOOT, "1");
 }
 
 /** name -> md5 of the upstream_conf body last applied for it (empty when none is recorded). */
@@ -28,5 +28,5 @@ export function confSeen(): LuaTable<string, string> {
 /** Records the upstream_conf bodies applied so far. */
 export function setConfSeen(seen: LuaTable<string, string>): void {
     const [enc] = cjson.encode(seen);
-    dict().set(CONF_SEEN, enc ?? "{}");
+    dict().safe_set(CONF_SEEN, enc ?? "{}");
 }

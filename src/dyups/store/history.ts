@@ -1,8 +1,9 @@
 /** @noSelfInFile */
 // The write history's storage in the shared dict (keys h:* in store/keys.ts): a window of the last
 // `history_size` entries (JSON text, encoded by history.ts), numbered by a sequence that only grows while the
-// dict lives. The window also holds at most a quarter of the dict's capacity (BUDGET_SHARE), so history can
-// never take the room configuration writes need: the oldest entries go first.
+// dict lives. The window also holds at most its share of the dict (an eighth, store/budget.ts, counted in slab
+// bytes), which the configuration budget leaves out, so history never takes the room configuration writes
+// were promised: the oldest entries go first.
 //
 // Writers: every accepted write appends one entry after its commit (history.ts, from the audit hook), in the
 // writer's phase (content, timer, init). Appends take the lease `history` (store/lease.ts), a lock held for a
@@ -14,16 +15,19 @@
 // Cost: an append is O(1) shm operations (plus one per evicted entry); a listing is O(window).
 import type { Result } from "../errors";
 import { canYield } from "../phase";
+import { historyShareBytes, nodeBytes } from "./budget";
 import { dict } from "./dict";
 import { HISTORY_BYTES, HISTORY_CUT, HISTORY_FIRST, HISTORY_LEASE, HISTORY_LOST, HISTORY_PREFIX, HISTORY_SEQ } from "./keys";
 import { acquire, release } from "./lease";
 
-/** The share of the dict's capacity the history may hold. */
-export const BUDGET_SHARE = 4;
-
-/** Bytes the history may hold in the dict: a quarter of its capacity. */
+/** Bytes the history may hold in the dict: its share (store/budget.ts). */
 export function budget(): number {
-    return math.floor(dict().capacity() / BUDGET_SHARE);
+    return historyShareBytes(dict().capacity());
+}
+
+/** The slab bytes entry seq with a value of len bytes takes. */
+function entryBytes(seq: number, len: number): number {
+    return nodeBytes((HISTORY_PREFIX + seq).length, len);
 }
 
 function num(d: NgxSharedDict, key: string, dflt: number): number {
@@ -47,7 +51,7 @@ function evict(d: NgxSharedDict, seq: number): number {
     const key = HISTORY_PREFIX + seq;
     const [v] = d.get(key);
     d.delete(key);
-    return type(v) === "string" ? (v as string).length : 0;
+    return type(v) === "string" ? entryBytes(seq, (v as string).length) : 0;
 }
 
 /** Counts a write that was not recorded (h:lost). */
@@ -75,7 +79,7 @@ export function append(json: string, size: number): Result<number> {
     const seq = num(d, HISTORY_SEQ, 0);
     let first = num(d, HISTORY_FIRST, 1);
     let bytes = num(d, HISTORY_BYTES, 0);
-    const len = json.length;
+    const len = entryBytes(seq + 1, json.length);
     while (first <= seq && (seq - first + 1 >= size || bytes + len > limit)) {
         bytes = bytes - evict(d, first);
         first = first + 1;

@@ -13,7 +13,9 @@
 // Two ways to take a lease: claim() for an elected job (the holder renews it by claiming again), acquire()
 // for an exclusive lock (a second acquire fails even in the holder's own process, since two requests of
 // one worker may both be inside a yielding section).
-// Phases: any (shm and one syscall; never yields). Cost: claim = one add (free) or get + add; renew = get + set.
+// Every write is safe_add/safe_set: a lease never evicts configuration from a full dict (it fails instead:
+// not taken). Phases: any (shm and one syscall; never yields). Cost: claim = one add (free) or get + add;
+// renew = get + set.
 import * as ffi from "ffi";
 import { dict } from "./dict";
 import { LEASE_PREFIX } from "./keys";
@@ -38,23 +40,23 @@ function me(): number {
  * the add failed for another reason (no memory: nobody can hold it now; the caller retries later).
  */
 function take(d: NgxSharedDict, key: string, pid: number, ttl: number): LuaMultiReturn<[boolean, unknown]> {
-    const [ok, err] = d.add(key, pid, ttl);
+    const [ok, err] = d.safe_add(key, pid, ttl);
     if (ok) return $multi(true, undefined);
     if (err !== "exists") return $multi(false, undefined);
     const [holder] = d.get(key);
     // expired between the add and the get: one more add
-    if (holder === undefined) return $multi(d.add(key, pid, ttl)[0] === true, undefined);
+    if (holder === undefined) return $multi(d.safe_add(key, pid, ttl)[0] === true, undefined);
     return $multi(false, holder);
 }
 
 /** The holder is dead: exactly one claimant wins the takeover guard and frees the key; then the usual add. */
 function takeOver(d: NgxSharedDict, key: string, dead: number, pid: number, ttl: number): boolean {
-    const [won] = d.add(`${key}:x${dead}`, pid, ttl);
+    const [won] = d.safe_add(`${key}:x${dead}`, pid, ttl);
     if (won && d.get(key)[0] === dead) {
         d.delete(key);
         ngx.log(ngx.WARN, "dyups: ", key, " was held by process ", dead, ", which is gone: taken over");
     }
-    return d.add(key, pid, ttl)[0] === true;
+    return d.safe_add(key, pid, ttl)[0] === true;
 }
 
 /** claim (renewable: the holder takes it again) or acquire (exclusive). */
@@ -65,7 +67,7 @@ function obtain(name: string, ttl: number, renewable: boolean): boolean {
     const [ok, holder] = take(d, key, pid, ttl);
     if (ok) return true;
     if (holder === pid && renewable) {
-        d.set(key, pid, ttl);
+        d.safe_set(key, pid, ttl);
         return true;
     }
     if (holder === pid || type(holder) !== "number" || pidAlive(holder as number)) return false;
@@ -93,7 +95,7 @@ export function renew(name: string, ttl: number): boolean {
     const d = dict();
     const key = LEASE_PREFIX + name;
     if (d.get(key)[0] !== me()) return false;
-    d.set(key, me(), ttl);
+    d.safe_set(key, me(), ttl);
     return true;
 }
 

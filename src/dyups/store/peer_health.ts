@@ -28,6 +28,9 @@
 // Lifetime: f:/fa:/fc: expire RETAIN seconds after the entry's last failure or check (state kept across
 // updates, not forever); the write pipeline deletes them at once for entries an update or delete removes
 // (forgetEntries). k: is deleted when its count falls to 0.
+// Keys are created with safe_add/safe_set, never with incr's init value or set (both evict other keys,
+// configuration included, from a full dict): in a full dict a count that cannot be created is not kept, and
+// routing goes on.
 import type { PeerSet, PeerState } from "../balance/types";
 import { noteFailure } from "../balance/peer_set";
 import { checkedDown, flushCheckCache } from "../health/cache";
@@ -92,6 +95,20 @@ export function attachPeerKeys(set: PeerSet, upstream: string, countConns: boole
     return peers;
 }
 
+/**
+ * Adds one to the counter KEY, creating it (TTL ttl, 0: none) with safe_add: incr with an init value would
+ * evict other keys (configuration included) from a full dict to make room. Undefined when it cannot be
+ * created (the dict is full: this count is not kept).
+ */
+function count(sd: NgxSharedDict, key: string, ttl: number): number | undefined {
+    const [n] = sd.incr(key, 1);
+    if (n !== undefined) return n;
+    const [ok] = sd.safe_add(key, 1, ttl);
+    if (ok) return 1;
+    const [again] = sd.incr(key, 1); // added by another worker meanwhile
+    return again;
+}
+
 /** Deletes the passive-health state of server entries that no longer exist (an update or delete removed them). */
 export function forgetEntries(entries: string[]): void {
     const sd = dict();
@@ -102,7 +119,7 @@ export function forgetEntries(entries: string[]): void {
         sd.delete(ACCESSED_PREFIX + e);
         sd.delete(CHECKED_PREFIX + e);
     }
-    if (any) sd.incr(HEALTH_GEN, 1, 0);
+    if (any) count(sd, HEALTH_GEN, 0);
 }
 
 /** Seconds the passive state of an entry is kept after its last failure or check. */
@@ -138,8 +155,8 @@ function healthSync(): void {
 
 /** Bumps the health generation after a change of f:/fa:/fc: and drops this worker's cache too. */
 function published(sd: NgxSharedDict): void {
-    const [gen] = sd.incr(HEALTH_GEN, 1, 0);
-    flush((gen as number | undefined) ?? -1);
+    const gen = count(sd, HEALTH_GEN, 0);
+    flush(gen ?? -1);
 }
 
 /** The failure count of entry gi (cached; reads `checked` along with a count > 0). */
@@ -185,7 +202,7 @@ function picked(peers: Peers, gi: number): void {
     const t = now();
     if (t - (cChecked.get(peers.fkeys[gi - 1]) ?? 0) <= peers.failTimeouts[gi - 1]) return;
     const sd = shared ?? d();
-    sd.set(peers.ckeys[gi - 1], t, RETAIN + peers.failTimeouts[gi - 1]);
+    sd.safe_set(peers.ckeys[gi - 1], t, RETAIN + peers.failTimeouts[gi - 1]);
     published(sd);
 }
 
@@ -206,10 +223,10 @@ function reportFailure(set: Peers, gi: number): void {
     const sd = shared ?? d();
     const t = now();
     const ttl = RETAIN + ft;
-    const [n] = sd.incr(set.fkeys[gi - 1], 1, 0, ttl);
+    const n = count(sd, set.fkeys[gi - 1], ttl);
     sd.expire(set.fkeys[gi - 1], ttl);
-    sd.set(set.akeys[gi - 1], t, ttl);
-    sd.set(set.ckeys[gi - 1], t, ttl);
+    sd.safe_set(set.akeys[gi - 1], t, ttl);
+    sd.safe_set(set.ckeys[gi - 1], t, ttl);
     if (n !== undefined && n >= maxFails) {
         ngx.log(ngx.WARN, "dyups: upstream server temporarily disabled: ", set.ids[gi - 1], " in upstream ",
             set.entries[gi - 1], " (", n, " failures, fail_timeout ", ft, "s)");
@@ -236,13 +253,13 @@ function reportSuccess(set: Peers, gi: number): void {
 }
 
 function connOpen(set: Peers, gi: number): void {
-    (shared ?? d()).incr(set.kkeys[gi - 1], 1, 0);
+    count(shared ?? d(), set.kkeys[gi - 1], 0);
 }
 
 function connClose(set: Peers, gi: number): void {
     const sd = shared ?? d();
     const key = set.kkeys[gi - 1];
-    const [n] = sd.incr(key, -1, 0);
+    const [n] = sd.incr(key, -1);
     if (n !== undefined && n <= 0) sd.delete(key);
 }
 

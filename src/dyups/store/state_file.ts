@@ -1,109 +1,35 @@
 /** @noSelfInFile */
-// Persistence across restarts: the state file (option state_file) holds every upstream's body, written
-// atomically (temp file in the same folder, then rename: a reader never sees a torn file) by one worker at
-// a time (the state_file lease), after the version moved past sf:saved. Loaded by init() when the
-// shared dict is fresh (a start, not a reload: the dict survives reload).
-// Phases: save from timers (blocking file I/O of a few KB..MB, off the request path); load from init.
+// What the state file's jobs keep in the dict (dyups.state.save writes the file, dyups.state.load reads it at
+// start): the version last saved (sf:saved), the earliest time of the next save (sf:next: saves are paced),
+// the last save's outcome (sf:last, fixed length: in place), the count of failed saves (sf:fails) and the
+// report of the last start-up load (sf:load). Keys: store/keys.ts.
+// Phases: any (a few shm gets/sets).
 import * as cjson from "cjson.safe";
-import type { Result } from "../errors";
-import { UpstreamRecord } from "../model";
-import { getOptions } from "../options";
-import { currentVersion, namesInOrder, readRecord } from "./command_log";
-import { confSeen } from "./boot";
 import { dict } from "./dict";
-import { STATE_FILE_LEASE, STATE_NEXT, STATE_SAVED } from "./keys";
-import { acquire, release } from "./lease";
+import { LOAD_REPORT, SAVE_FAILS, SAVE_LAST, SAVE_LEN, STATE_FILE_LEASE, STATE_NEXT, STATE_SAVED } from "./keys";
+import { acquire, release, renew } from "./lease";
 
-export const FORMAT = "dyups-state/1";
+/** the state_file lease's TTL: the saver renews it between chunks */
+const LEASE_TTL = 10;
 
-export interface SavedUpstream {
-    name: string;
-    body: string;
-    source: string;
-    /** last resolved endpoints, per server (kept for names so a restart starts with the last good answers) */
-    endpoints: UpstreamRecord["endpoints"];
-    /** the spelling it is listed by, when not `name` */
-    display?: string;
-    /** cluster mode: the etcd revision of this state */
-    etcd?: number;
+/** The version last written to the state file (0: none). */
+export function savedVersion(): number {
+    const [v] = dict().get(STATE_SAVED);
+    return (v as number | undefined) ?? 0;
 }
 
-export interface StateFile {
-    format: string;
-    version: number;
-    saved_at: number;
-    upstreams: SavedUpstream[];
-    /** name -> md5 of the upstream_conf body last applied for it (the start-up precedence rule of startup.ts) */
-    conf_seen: LuaTable<string, string>;
+export function setSavedVersion(v: number): void {
+    dict().safe_set(STATE_SAVED, v);
 }
 
-let lastError: string | undefined;
-let retryAt = 0;
-
-/** Logs a save failure once per distinct error, and backs off 1 s before the next try. */
-function failed(path: string, err: string): Result<boolean> {
-    if (err !== lastError) ngx.log(ngx.ERR, "dyups: cannot save state to ", path, ": ", err);
-    lastError = err;
-    retryAt = ngx.now() + 1;
-    return $multi(undefined, err);
+/** The earliest time (ngx.now()) of the next save (0: now). */
+export function nextSaveAt(): number {
+    return (dict().get(STATE_NEXT)[0] as number | undefined) ?? 0;
 }
 
-/**
- * Writes the state file if the log moved since the last save. Returns true when it wrote, false when there
- * was nothing to write (or another worker is writing), or [undefined, reason] when the save failed (logged
- * once per distinct error; retried after 1 s). Timer phase (blocking file I/O, off the request path).
- */
-export function saveIfChanged(force?: boolean): Result<boolean> {
-    const path = getOptions().state_file;
-    if (path === undefined) return $multi(false, undefined);
-    if (force !== true && ngx.now() < retryAt && lastError !== undefined) return $multi(undefined, lastError);
-    const d = dict();
-    const v = currentVersion();
-    const [saved] = d.get(STATE_SAVED);
-    if (force !== true && saved !== undefined && (saved as number) >= v) return $multi(false, undefined);
-    // paced: the next save comes at least 4 times the last one's duration later (a big state takes long)
-    if (force !== true && ngx.now() < ((d.get(STATE_NEXT)[0] as number | undefined) ?? 0)) return $multi(false, undefined);
-    if (!acquire(STATE_FILE_LEASE, 10)) return $multi(false, undefined);
-    ngx.update_time();
-    const started = ngx.now();
-    const [ok, err] = pcall(write, path, v);
-    ngx.update_time();
-    d.safe_set(STATE_NEXT, ngx.now() + 4 * (ngx.now() - started), 60);
-    release(STATE_FILE_LEASE);
-    if (!ok || err !== undefined) return failed(path, tostring(err));
-    if (lastError !== undefined) ngx.log(ngx.NOTICE, "dyups: state saved to ", path, " again");
-    lastError = undefined;
-    d.set(STATE_SAVED, v);
-    return $multi(true, undefined);
-}
-
-function write(path: string, v: number): string | undefined {
-    const ups: SavedUpstream[] = [];
-    for (const [, name] of ipairs(namesInOrder())) {
-        const rec = readRecord(name);
-        if (rec !== undefined) {
-            ups[ups.length] = { name, body: rec.body, source: rec.source, endpoints: rec.endpoints, display: rec.display, etcd: rec.etcd };
-        }
-    }
-    const state = { format: FORMAT, version: v, saved_at: ngx.now(), upstreams: ups, conf_seen: confSeen() };
-    const [text, eerr] = cjson.encode(state);
-    if (text === undefined) return `cannot encode state: ${eerr}`;
-    const tmp = `${path}.tmp.${ngx.worker.pid()}`;
-    const [f, oerr] = io.open(tmp, "wb");
-    if (f === undefined) return `cannot open ${tmp}: ${oerr}`;
-    const [wok, werr] = f.write(text, "\n");
-    const flushed = f.flush();
-    f.close();
-    if (wok === undefined || flushed === false) {
-        os.remove(tmp);
-        return `cannot write ${tmp}: ${werr}`;
-    }
-    const [rok, rerr] = os.rename(tmp, path);
-    if (rok === undefined) {
-        os.remove(tmp);
-        return `cannot rename ${tmp} to ${path}: ${rerr}`;
-    }
-    return undefined;
+/** Paces saves: the next one comes no sooner than `at` (TTL 60 s). */
+export function setNextSave(at: number): void {
+    dict().safe_set(STATE_NEXT, at, 60);
 }
 
 /**
@@ -111,28 +37,81 @@ function write(path: string, v: number): string | undefined {
  * cluster watcher's full read) whose intermediate states are not worth an O(upstreams) save each.
  */
 export function deferSave(seconds: number): void {
-    const d = dict();
     const until = ngx.now() + seconds;
-    if (((d.get(STATE_NEXT)[0] as number | undefined) ?? 0) < until) d.safe_set(STATE_NEXT, until, 60);
+    if (nextSaveAt() < until) setNextSave(until);
 }
 
-/**
- * Reads the state file. Returns the state, or undefined when there is none; a file that is not a valid
- * state is moved aside (PATH.corrupt-TIME) and reported, so the start goes on from upstream_conf.
- */
-export function loadStateFile(path: string): StateFile | undefined {
-    const [f] = io.open(path, "rb");
-    if (f === undefined) return undefined;
-    const text = f.read("*a") as string | undefined;
-    f.close();
-    const [state, err] = cjson.decode(text ?? "");
-    const st = state as StateFile | undefined;
-    if (st === undefined || type(st) !== "table" || st.format !== FORMAT || type(st.upstreams) !== "table") {
-        const aside = `${path}.corrupt-${os.time()}`;
-        os.rename(path, aside);
-        ngx.log(ngx.ALERT, "dyups: state file ", path, " is not a valid state (", err ?? "wrong format", "); moved to ", aside,
-            ", starting from upstream_conf");
-        return undefined;
+/** One saving worker at a time. */
+export function takeSaveLease(): boolean {
+    return acquire(STATE_FILE_LEASE, LEASE_TTL);
+}
+
+export function renewSaveLease(): void {
+    renew(STATE_FILE_LEASE, LEASE_TTL);
+}
+
+export function releaseSaveLease(): void {
+    release(STATE_FILE_LEASE);
+}
+
+export interface SaveOutcome {
+    /** ngx.now() at the end of the save */
+    at: number;
+    ok: boolean;
+    /** the version it saved (or tried to) */
+    version: number;
+    /** how long it took */
+    ms: number;
+    bytes: number;
+    error?: string;
+}
+
+/** Records a save's outcome (and counts a failure). In place: works in a full dict. */
+export function recordSave(o: SaveOutcome): void {
+    const d = dict();
+    const head = `${o.at} ${o.ok ? 1 : 0} ${o.version} ${o.ms} ${o.bytes} `;
+    let text = head + string.gsub(o.error ?? "", "[\r\n]", " ")[0];
+    if (text.length > SAVE_LEN) text = string.sub(text, 1, SAVE_LEN);
+    d.safe_set(SAVE_LAST, text + string.rep(" ", SAVE_LEN - text.length));
+    if (!o.ok) {
+        const [n] = d.incr(SAVE_FAILS, 1);
+        if (n === undefined) d.safe_add(SAVE_FAILS, 1);
     }
-    return st;
+}
+
+/** The last save's outcome, or undefined when none was recorded since start-up. */
+export function lastSave(): SaveOutcome | undefined {
+    const [raw] = dict().get(SAVE_LAST);
+    if (raw === undefined || type(raw) !== "string") return undefined;
+    const [at, ok, v, ms, bytes, err] = string.match(raw as string, "^(%S+) ([01]) (%d+) (%S+) (%d+) (.-) *$");
+    if (at === undefined) return undefined;
+    return {
+        at: tonumber(at) as number, ok: ok === "1", version: tonumber(v) as number, ms: tonumber(ms) as number,
+        bytes: tonumber(bytes) as number, error: err !== "" ? err : undefined,
+    };
+}
+
+/** How many saves failed since start-up. */
+export function saveFailures(): number {
+    const [n] = dict().get(SAVE_FAILS);
+    return (n as number | undefined) ?? 0;
+}
+
+/** Makes the counters resident (init, master). */
+export function prepareStateKeys(): void {
+    dict().safe_add(SAVE_FAILS, 0);
+}
+
+/** Stores the report of the start-up load (init, master). */
+export function setLoadReport(report: unknown): void {
+    const [enc] = cjson.encode(report);
+    if (enc !== undefined) dict().safe_set(LOAD_REPORT, enc);
+}
+
+/** The report of the last start-up load, or undefined. */
+export function loadReport(): unknown {
+    const [raw] = dict().get(LOAD_REPORT);
+    if (raw === undefined) return undefined;
+    const [t] = cjson.decode(raw as string);
+    return t;
 }

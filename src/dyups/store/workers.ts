@@ -19,16 +19,20 @@ export interface Heartbeat {
     luaKb: number;
 }
 
-/** Publishes this worker's heartbeat. */
+/** The heartbeat's fixed length: each report overwrites it in place (no allocation, even in a full dict). */
+const HEARTBEAT_LEN = 96;
+
+/** Publishes this worker's heartbeat (dropped when it cannot be written: the dict is full and it is new). */
 export function publishHeartbeat(id: number, hb: Heartbeat): void {
-    dict().set(WORKER_PREFIX + id, `${hb.pid} ${hb.applied} ${hb.at} ${hb.digest} ${hb.retired} ${hb.luaKb}`);
+    const text = `${hb.pid} ${hb.applied} ${hb.at} ${hb.digest} ${hb.retired} ${hb.luaKb}`;
+    dict().safe_set(WORKER_PREFIX + id, text + string.rep(" ", HEARTBEAT_LEN - text.length));
 }
 
 /** Worker id's last heartbeat, or undefined when it never reported (or the value is not one of ours). */
 export function readHeartbeat(id: number): Heartbeat | undefined {
     const [raw] = dict().get(WORKER_PREFIX + id);
     if (raw === undefined || type(raw) !== "string") return undefined;
-    const [pid, applied, at, dg, ret, mem] = string.match(raw as string, "^(%d+) (%d+) ([%d%.]+) (%-?%d+) (%d+) (%d+)$");
+    const [pid, applied, at, dg, ret, mem] = string.match(raw as string, "^(%d+) (%d+) ([%d%.]+) (%-?%d+) (%d+) (%d+) *$");
     if (pid === undefined) return undefined;
     return {
         pid: tonumber(pid) as number,
