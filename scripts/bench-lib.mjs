@@ -26,12 +26,12 @@ for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(sig, async () => { console.error(`# ${sig}: stopping`); await cleanup(); process.exit(130); });
 }
 
-/** A private copy of the tree the harness needs (harness and its test/lib/net.mjs, dist/lua, nginx/dyups.conf, nginx-bin.sh). */
+/** A private copy of the tree the harness needs (harness and its test/lib/net.mjs, dist/lua, nginx/*.conf, nginx-bin.sh). */
 export function snapshot() {
   if (!existsSync(path.join(REPO, "dist/lua/dyups/init.lua"))) execFileSync(path.join(REPO, "tools/build.sh"), { stdio: "inherit" });
   const dir = mkdtempSync(path.join(tmpdir(), "dyups-bench-"));
   running.dirs.add(dir);
-  for (const p of ["test/integration/harness.mjs", "test/lib", "dist/lua", "nginx/dyups.conf", "scripts/nginx-bin.sh"]) {
+  for (const p of ["test/integration/harness.mjs", "test/lib", "dist/lua", "nginx", "scripts/nginx-bin.sh"]) {
     mkdirSync(path.dirname(path.join(dir, p)), { recursive: true });
     cpSync(path.join(REPO, p), path.join(dir, p), { recursive: true });
   }

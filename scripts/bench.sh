@@ -6,7 +6,8 @@
 #   scripts/bench-cluster.mjs   issue 16: cluster mode on a real etcd (propagation, writes/s, 10 000-upstream load)
 #   scripts/bench-metrics.mjs   issue 18: metrics on vs off, GET /metrics with 10 000 upstreams
 #   scripts/bench-pickers.mjs   issue 21: balancer ewma (and shared-state ewma, least_conn) vs round robin
-# ~15 minutes on 2 cores; BENCH_QUICK=1 for a ~3 minute version. One benchmark at a time (they share 2 cores).
+#   scripts/bench-cost.mjs      issue 19: the per-request cost against plain nginx (no Lua module), both include forms
+# ~25 minutes on 2 cores; BENCH_QUICK=1 for a ~5 minute version. One benchmark at a time (they share 2 cores).
 # Each script stops every nginx and wrk it started, also on error or Ctrl-C.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get instal
 out=$(mktemp); trap 'rm -f "$out"' EXIT
 rc=0
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-for s in bench-sync bench-balancer bench-health bench-cluster bench-metrics bench-pickers; do
+for s in bench-sync bench-balancer bench-health bench-cluster bench-metrics bench-pickers bench-cost; do
   echo "== $s"
   node "scripts/$s.mjs" | tee -a "$out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "bench: $s failed" >&2; rc=1; }

@@ -7,6 +7,7 @@
 # The tarball holds one folder, dyups-VERSION/:
 #   lib/dyups/..., lib/ngx/dyups.lua   the compiled Lua (lua_package_path ".../lib/?.lua;.../lib/?/init.lua;;")
 #   nginx/dyups.conf                   the snippet to include at http {} level
+#   nginx/dyups-http.conf, dyups-location.conf   the per-location form (README, "The per-location form")
 #   install.sh                         scripts/install.sh: installs under PREFIX (make install uses it too)
 #   dyups-VERSION-1.rockspec           rockspec/dyups.rockspec.in rendered (luarocks make works in the folder)
 #   README.md LICENSE CHANGELOG.md
@@ -30,7 +31,7 @@ trap 'rm -rf "$stage"' EXIT
 d=$stage/$NAME
 mkdir -p "$d/lib" "$d/nginx"
 cp -R dist/lua/. "$d/lib/"
-cp nginx/dyups.conf "$d/nginx/"
+cp nginx/dyups.conf nginx/dyups-http.conf nginx/dyups-location.conf "$d/nginx/"
 cp README.md LICENSE CHANGELOG.md "$d/"
 cp scripts/install.sh "$d/install.sh"
 chmod 0755 "$d/install.sh"

@@ -11,6 +11,7 @@
 #   PREFIX/share/lua/5.1/dyups/...        the modules (require "dyups"; the lualib helpers are dyups.lualib_bundle)
 #   PREFIX/share/lua/5.1/ngx/dyups.lua    require "ngx.dyups" (the same module)
 #   PREFIX/share/dyups/dyups.conf         the snippet nginx includes at http {} level
+#   PREFIX/share/dyups/dyups-http.conf, dyups-location.conf   the per-location form of it
 #   PREFIX/share/dyups/installed-files    what this script created: files ("f PATH") and folders that did not
 #                                         exist before ("d PATH"), relative to PREFIX
 # and nginx.conf needs, at http {} level:
@@ -110,6 +111,7 @@ copy() { # $1 source file, $2 destination relative to PREFIX
 files=$(cd "$SRC/lib" && find dyups ngx -type f -name '*.lua' | LC_ALL=C sort)
 for f in $files; do copy "$SRC/lib/$f" "$LUA_REL/$f"; done
 copy "$SRC/nginx/dyups.conf" "$CONF_REL/dyups.conf"
+for f in dyups-http.conf dyups-location.conf; do [ -f "$SRC/nginx/$f" ] && copy "$SRC/nginx/$f" "$CONF_REL/$f"; done
 ensure_dir "$CONF_REL"
 cp "$list" "$ROOT/$MANIFEST_REL"
 chmod 0644 "$ROOT/$MANIFEST_REL"
@@ -117,3 +119,4 @@ say "installed dyups ${version:-?} under $ROOT ($(grep -c '^f ' "$list") files)"
 say "nginx.conf, http {} level:"
 say "  lua_package_path \"$PREFIX/$LUA_REL/?.lua;$PREFIX/$LUA_REL/?/init.lua;;\";"
 say "  include $PREFIX/$CONF_REL/dyups.conf;"
+say "(or the per-location form: $PREFIX/$CONF_REL/dyups-http.conf at http {} level, dyups-location.conf in each dyups location)"

@@ -68,7 +68,7 @@ export function statusReport(withRefs?: boolean): unknown {
         if (hb !== undefined) {
             workers[workers.length] = {
                 id, pid: hb.pid, applied: hb.applied, lag: version - hb.applied, seconds_since_report: now - hb.at,
-                digest: hb.digest, retired_versions: hb.retired, lua_kb: hb.luaKb,
+                digest: hb.digest, retired_versions: hb.retired, lua_kb: hb.luaKb, inflight: hb.inflight,
             };
         }
     }

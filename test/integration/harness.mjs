@@ -39,7 +39,9 @@ export function backendServers(ports) {
  *   port as the body), httpExtra / serverExtra (config text), dictSize ("32m"), prefix (reuse a prefix:
  *   for restart tests), upstreamConf (text written to <prefix>/upstream.conf and passed as upstream_conf),
  *   includeConf (false: do not include nginx/dyups.conf; the test supplies its own in httpExtra),
- *   dyupsConf (the dyups.conf to include: default nginx/dyups.conf), luaPackagePath (default: dist/lua, then ";;"),
+ *   dyupsConf (the dyups.conf to include: default nginx/dyups.conf), form ("location": the per-location form,
+ *   nginx/dyups-http.conf at http level and nginx/dyups-location.conf in the proxy location),
+ *   luaPackagePath (default: dist/lua, then ";;"),
  *   initBefore / initAfter / initWorkerExtra (Lua run in init_by_lua before and after init(), in init_worker_by_lua).
  * Returns an object with ports, request helpers, logs and stop().
  */
@@ -61,7 +63,9 @@ export async function startNginx(o = {}) {
     writeFileSync(path.join(prefix, "upstream.conf"), o.upstreamConf);
     init.upstream_conf = path.join(prefix, "upstream.conf");
   }
-  const dyupsConf = o.includeConf === false ? "" : `include ${o.dyupsConf ?? `${ROOT}/nginx/dyups.conf`};`;
+  const perLocation = o.form === "location";
+  const dyupsConf = o.includeConf === false ? ""
+    : `include ${o.dyupsConf ?? `${ROOT}/nginx/${perLocation ? "dyups-http.conf" : "dyups.conf"}`};`;
   const conf = `
 ${IS_OPENRESTY ? "" : "load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;"}
 daemon off;
@@ -86,6 +90,7 @@ ${backendServers(backendPorts)}
     location / {
       set $dyups_upstream $host;
       proxy_pass http://dyups;
+      ${perLocation ? `include ${ROOT}/nginx/dyups-location.conf;` : ""}
       ${o.proxyExtra ?? ""}
     }
   }

@@ -114,9 +114,10 @@ async function verticalSlice(luaPackagePath, dyupsConf, installedUnder) {
 
 test("make dist: the tarball holds the compiled Lua, dyups.conf, install.sh, the rockspec and the docs, nothing for Node", () => {
   const list = sh("tar", ["-tzf", path.join(DIST, `${NAME}.tar.gz`)]).split("\n").filter((l) => l && !l.endsWith("/"));
-  for (const f of ["lib/dyups/init.lua", "lib/dyups/version.lua", "lib/ngx/dyups.lua", "nginx/dyups.conf", "install.sh",
+  for (const f of ["lib/dyups/init.lua", "lib/dyups/version.lua", "lib/ngx/dyups.lua", "nginx/dyups.conf",
+    "nginx/dyups-http.conf", "nginx/dyups-location.conf", "install.sh",
     `${NAME}-1.rockspec`, "README.md", "LICENSE", "CHANGELOG.md"]) assert.ok(list.includes(`${NAME}/${f}`), `${f} in ${list}`);
-  const other = list.filter((f) => !/^[^/]+\/(lib\/.*\.lua|nginx\/dyups\.conf|install\.sh|[^/]+\.rockspec|README\.md|LICENSE|CHANGELOG\.md)$/.test(f));
+  const other = list.filter((f) => !/^[^/]+\/(lib\/.*\.lua|nginx\/dyups(-http|-location)?\.conf|install\.sh|[^/]+\.rockspec|README\.md|LICENSE|CHANGELOG\.md)$/.test(f));
   assert.deepEqual(other, [], "nothing else (no TypeScript, package.json, node_modules)");
   assert.match(readFileSync(path.join(ROOT, "CHANGELOG.md"), "utf8"), new RegExp(`^## ${VERSION.replace(/\./g, "\\.")} `, "m"),
     "CHANGELOG.md has an entry for package.json's version");
@@ -129,6 +130,7 @@ test("rock: the .all.rock installs into a fresh tree with no network; nginx on t
   assert.equal(rockDir, path.join(tree, `lib/luarocks/rocks-5.1/dyups/${VERSION}-1`));
   const { luaPackagePath, dyupsConf } = readmeLines("A LuaRocks rock.", "/usr/local", tree);
   assert.equal(dyupsConf, path.join(rockDir, "conf/dyups.conf"));
+  for (const f of ["dyups-http.conf", "dyups-location.conf"]) assert.ok(existsSync(path.join(rockDir, "conf", f)), f);
   await verticalSlice(luaPackagePath, dyupsConf, path.join(tree, "share/lua/5.1"));
 });
 
@@ -160,6 +162,7 @@ test("make install PREFIX: Lua under PREFIX/share/lua/5.1, dyups.conf under PREF
   assert.equal(statSync(path.join(lua, "dyups/init.lua")).mode & 0o777, 0o644);
   const { luaPackagePath, dyupsConf } = readmeLines("From source", "/usr/local", prefix);
   assert.equal(dyupsConf, path.join(prefix, "share/dyups/dyups.conf"));
+  for (const f of ["dyups-http.conf", "dyups-location.conf"]) assert.ok(existsSync(path.join(prefix, "share/dyups", f)), f);
   await verticalSlice(luaPackagePath, dyupsConf, lua);
 
   // installing again (an upgrade) replaces the files and leaves no stale module behind

@@ -76,3 +76,54 @@ export async function eventually(fn, ms = 5000, step = 20) {
   while (Date.now() < end) { v = await fn(); if (v) return v; await sleep(step); }
   return v;
 }
+
+/**
+ * n GET requests to 127.0.0.1:port, pipelined over keep-alive connections, `conns` at a time, in batches of
+ * `batch` (a connection sends a batch, reads its answers, sends the next): a hundred thousand requests in
+ * seconds without a load tool. A connection carries at most `perConn` requests (below nginx's default
+ * keepalive_requests 1000, after which nginx closes it). Resolves { count, statuses: { code: n } }. Answers are read by their Content-Length (the
+ * location must send one: `return 200 "..."`, a proxied backend that sets it).
+ */
+export async function pipelined(port, urlPath, host, n, { conns = 8, batch = 100, perConn = 900 } = {}) {
+  const statuses = {};
+  let count = 0;
+  const one = (share) => new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    let left = share, waiting = 0, buf = Buffer.alloc(0);
+    const send = () => {
+      const k = Math.min(batch, left);
+      left -= k;
+      waiting = k;
+      s.write(`GET ${urlPath} HTTP/1.1\r\nHost: ${host}\r\n\r\n`.repeat(k));
+    };
+    s.on("connect", send);
+    s.on("error", reject);
+    s.on("data", (d) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      for (;;) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const head = buf.subarray(0, end).toString("latin1");
+        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < end + 4 + len) return;
+        const code = head.slice(9, 12);
+        statuses[code] = (statuses[code] ?? 0) + 1;
+        count++;
+        buf = buf.subarray(end + 4 + len);
+        if (--waiting === 0) {
+          if (left > 0) send();
+          else { s.end(); resolve(); }
+        }
+      }
+    });
+  });
+  let left = n;
+  await Promise.all(Array.from({ length: conns }, async () => {
+    while (left > 0) {
+      const share = Math.min(perConn, left);
+      left -= share;
+      await one(share);
+    }
+  }));
+  return { count, statuses };
+}

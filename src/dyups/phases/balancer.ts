@@ -35,6 +35,7 @@ const now = ngx.now;
 const log = ngx.log;
 const INFO = ngx.INFO;
 const ERR = ngx.ERR;
+const WARN = ngx.WARN;
 
 function hashKey(ver: UpstreamVersion): string {
     const vars = ngx.var;
@@ -115,6 +116,18 @@ function release(key: number, slot: Slot, report: boolean): void {
     if (ver.retired && ver.refs <= 0) releaseRetired(ver);
 }
 
+let staleWarned = false;
+
+/** A request used dyups but its log phase never ran dyups' log(): said once per worker (never per request). */
+function staleSlot(): void {
+    if (staleWarned) return;
+    staleWarned = true;
+    log(WARN, "dyups: a request that went through the dyups balancer ended without dyups' log phase: a location ",
+        "that proxies to http://dyups needs nginx/dyups-location.conf (or require(\"dyups\").log() in its own ",
+        "log_by_lua*) when nginx/dyups-http.conf is the include, or it was a subrequest. Its pinned version and ",
+        "connection count were released late and its outcome was not reported to passive health (said once per worker)");
+}
+
 /**
  * One balancer try. `gate`: run the per-request version gate first (always, but for the benchmark entry
  * point dyups.bench.ungated, which measures what the gate costs).
@@ -127,6 +140,7 @@ function pickPeer(gate: boolean): void {
         const [state, code] = get_last_failure();
         if (state === undefined) {
             // no previous try: the slot is a stale one of an earlier request at this address
+            staleSlot();
             release(key, slot, false);
             slot = undefined;
         } else {

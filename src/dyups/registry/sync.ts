@@ -22,6 +22,7 @@ import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { allNames, changedSince, currentVersion, decodeRecord, readRaw } from "../store/command_log";
 import { publishHeartbeat } from "../store/workers";
+import { slotsInUse } from "../phases/request_slot";
 import { tryBuild, UpstreamVersion } from "./build";
 import * as order from "./order";
 
@@ -142,7 +143,7 @@ function rebuildAll(): void {
 function publish(): void {
     publishHeartbeat(ngx.worker.id(), {
         pid: ngx.worker.pid(), applied, at: ngx.now(), digest, retired: retiredCount,
-        luaKb: math.floor(collectgarbage("count")),
+        luaKb: math.floor(collectgarbage("count")), inflight: slotsInUse(),
     });
 }
 

@@ -17,6 +17,8 @@ export interface Heartbeat {
     retired: number;
     /** Lua heap in KB */
     luaKb: number;
+    /** requests in flight through the dyups balancer (phases/request_slot.ts): 0 when idle */
+    inflight: number;
 }
 
 /** The heartbeat's fixed length: each report overwrites it in place (no allocation, even in a full dict). */
@@ -24,7 +26,7 @@ const HEARTBEAT_LEN = 96;
 
 /** Publishes this worker's heartbeat (dropped when it cannot be written: the dict is full and it is new). */
 export function publishHeartbeat(id: number, hb: Heartbeat): void {
-    const text = `${hb.pid} ${hb.applied} ${hb.at} ${hb.digest} ${hb.retired} ${hb.luaKb}`;
+    const text = `${hb.pid} ${hb.applied} ${hb.at} ${hb.digest} ${hb.retired} ${hb.luaKb} ${hb.inflight}`;
     dict().safe_set(WORKER_PREFIX + id, text + string.rep(" ", HEARTBEAT_LEN - text.length));
 }
 
@@ -32,7 +34,8 @@ export function publishHeartbeat(id: number, hb: Heartbeat): void {
 export function readHeartbeat(id: number): Heartbeat | undefined {
     const [raw] = dict().get(WORKER_PREFIX + id);
     if (raw === undefined || type(raw) !== "string") return undefined;
-    const [pid, applied, at, dg, ret, mem] = string.match(raw as string, "^(%d+) (%d+) ([%d%.]+) (%-?%d+) (%d+) (%d+) *$");
+    // (a heartbeat of a release before `inflight` has 6 fields: it reads as 0)
+    const [pid, applied, at, dg, ret, mem, inflight] = string.match(raw as string, "^(%d+) (%d+) ([%d%.]+) (%-?%d+) (%d+) (%d+) ?(%d*) *$");
     if (pid === undefined) return undefined;
     return {
         pid: tonumber(pid) as number,
@@ -41,5 +44,6 @@ export function readHeartbeat(id: number): Heartbeat | undefined {
         digest: tonumber(dg) as number,
         retired: tonumber(ret) as number,
         luaKb: tonumber(mem) as number,
+        inflight: tonumber(inflight) ?? 0,
     };
 }
