@@ -315,6 +315,24 @@ describe("metrics counters", function()
     assert.equal(1, mdict:get("mw:404"))
   end)
 
+  it("GET /stats: a drained peer is \"drained\" and not up; an address listed drained and down is down", function()
+    update("u", "server 127.0.0.1:8001; server 127.0.0.1:8002 drain; server 127.0.0.1:8003 down; " ..
+      "server 127.0.0.1:8004 drain; server 127.0.0.1:8004 down; server 127.0.0.1:8005 down; server 127.0.0.1:8005 down;")
+    local doc = require("dyups.metrics.stats").statsReport(nil, 0, 100, "write")
+    local u = doc.upstreams[1]
+    local got = {}
+    for i, p in ipairs(u.peers) do got[i] = { p.addr, p.state, p.drain, p.down, p.up } end
+    assert.same({
+      { "127.0.0.1:8001", "up", false, false, true },
+      { "127.0.0.1:8002", "drained", true, false, false },
+      { "127.0.0.1:8003", "down", false, true, false },
+      { "127.0.0.1:8004", "drained", true, false, false }, -- out, but not every entry is down
+      { "127.0.0.1:8005", "down", false, true, false },
+    }, got)
+    assert.equal(1, u.peers_up)
+    assert.equal("write", doc.role)
+  end)
+
   it("DNS results are named by kind", function()
     local hooks = require("dyups.metrics.hooks")
     assert.equal("ok", hooks.dnsResult(nil))

@@ -3,7 +3,10 @@
 // request the page makes is to the interface), shows each worker's applied version, shows an upstream a POST
 // created within 2 s, shows a dead peer as failing and the traffic's rates, finds one upstream among 2 000 by
 // name, and, with tokens configured, asks for them (Basic, the token as password) and is read-only for a read
-// token. The run saves a screenshot to artifacts/dashboard.png (ignored by git).
+// token. A write token gets the per-server actions of the JSON API on each peer row: drain (traffic stops going
+// to the peer), weight (typed text survives the refresh), down; a refused write (400, 403 behind a proxy that
+// rewrites Host) shows the API's status and reason. The run saves screenshots to artifacts/dashboard.png and
+// artifacts/dashboard-actions.png (ignored by git).
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -21,13 +24,17 @@ async function openPage(browser, url, credentials) {
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
   const requests = [];
+  const writes = [];
   const errors = [];
-  page.on("request", (r) => requests.push(r.url()));
+  page.on("request", (r) => {
+    requests.push(r.url());
+    if (r.method() !== "GET") writes.push({ method: r.method(), url: r.url(), headers: r.headers(), body: r.postData() });
+  });
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   if (credentials) await page.authenticate(credentials);
   const res = await page.goto(url, { waitUntil: "domcontentloaded" });
-  return { page, requests, errors, res, close: () => context.close() };
+  return { page, requests, writes, errors, res, close: () => context.close() };
 }
 
 let ng, chromium, deadPort, view;
@@ -155,7 +162,11 @@ describe("GET /dashboard with tokens", () => {
     assert.equal(res.status(), 200);
     await page.waitForFunction(() => document.querySelectorAll("tr[data-worker]").length === 1, { timeout: 5000 });
     assert.equal(await page.$eval("#role", (e) => e.dataset.role), "read");
+    assert.equal(await page.$eval("#role", (e) => e.textContent), "read-only");
+    // no control at all, and no actions column
     assert.equal(await page.$$eval("main button[data-action]", (b) => b.length), 0);
+    assert.equal(await page.$$eval("main td.act input, main td.act button", (b) => b.length), 0);
+    assert.equal(await page.$eval("#ups th.act", (th) => getComputedStyle(th).display), "none");
     assert.deepEqual(errors, []);
     await close();
     // the same credentials work for scripts (curl -u viewer:TOKEN)
@@ -172,6 +183,154 @@ describe("GET /dashboard with tokens", () => {
       await page.waitForFunction(() => document.getElementById("conn").className === "ok", { timeout: 5000 });
       assert.ok(requests.some((u) => u.startsWith(`http://127.0.0.1:${tng.apiPort}/dyups/stats?`)));
       assert.deepEqual(errors, []);
+    } finally { await close(); }
+  });
+});
+
+describe("per-server actions from the page (a write token)", () => {
+  const READ = "read-token-0123456789abcdef";
+  const WRITE = "write-token-0123456789abcdef";
+  const bearer = (t) => ({ headers: { authorization: `Bearer ${t}` } });
+  let wng, b1, b2, view;
+  const row = (peer) => `tr.peer[data-upstream="shop"][data-peer="127.0.0.1:${peer}"]`;
+  const server = async (peer) => JSON.parse((await wng.get(`/v1/upstreams/shop/servers/127.0.0.1:${peer}`, bearer(READ))).body);
+  /** the backends that answered n requests to shop (each answers its own port) */
+  const answers = async (n) => {
+    const out = new Set();
+    for (let i = 0; i < n; i++) out.add((await wng.proxy("shop")).body);
+    return [...out].sort();
+  };
+
+  before(async () => {
+    wng = await startNginx({
+      workers: 2, init: { admin_tokens: [{ token: READ, role: "read", name: "viewer" }, { token: WRITE, role: "write", name: "ops" }] },
+      // a reverse proxy that rewrites Host: the interface cannot tell the page's Origin is its own
+      serverExtra: "location /behind-proxy/ { rewrite ^/behind-proxy(/.*)$ $1 break; proxy_pass http://127.0.0.1:$server_port; proxy_set_header Host dyups.internal; }",
+    });
+    [b1, b2] = wng.backendPorts;
+    assert.equal((await wng.post("/upstream/shop", `server 127.0.0.1:${b1}; server 127.0.0.1:${b2};`, bearer(WRITE))).status, 200);
+    view = await openPage(chromium.browser, `http://127.0.0.1:${wng.apiPort}/dashboard`, { username: "ops", password: WRITE });
+    await view.page.waitForSelector(`${row(b2)} button[data-action="drain"]`, { timeout: 5000 });
+  });
+  after(async () => {
+    await view?.close();
+    await wng?.stop();
+  });
+
+  test("drain from the page: the API shows drain true, traffic stops going to the peer, the history names the token; undrain", async () => {
+    const { page, errors, writes } = view;
+    assert.equal(await page.$eval("#role", (e) => e.dataset.role), "write");
+    assert.deepEqual(await answers(20), [String(b1), String(b2)]);
+    const etag = (await wng.get("/v1/upstreams/shop", bearer(READ))).headers.etag;
+    await page.click(`${row(b2)} button[data-action="drain"]`);
+    await page.waitForSelector(`${row(b2)}[data-state="drained"] button[data-action="undrain"]`, { timeout: 3000 });
+    // one PATCH of the JSON API, If-Match the revision the page showed
+    assert.equal(writes.length, 1);
+    assert.equal(writes[0].method, "PATCH");
+    assert.equal(writes[0].url, `http://127.0.0.1:${wng.apiPort}/v1/upstreams/shop/servers/127.0.0.1%3A${b2}`);
+    assert.equal(writes[0].headers["if-match"], etag);
+    assert.deepEqual(JSON.parse(writes[0].body), { drain: true });
+    assert.equal(await page.$eval(`${row(b2)} .msg`, (e) => e.textContent), "drained");
+    assert.equal((await server(b2)).drain, true);
+    assert.deepEqual(await answers(20), [String(b1)], "no new request goes to the drained peer");
+    assert.match(await page.$eval('tr.upstream[data-upstream="shop"]', (tr) => tr.children[2].textContent), /^1\/2 up$/);
+    // the page's write went through the gate with the browser's credentials: the write token
+    const hist = JSON.parse((await wng.get("/v1/history/shop?limit=1", bearer(READ))).body).history[0];
+    assert.equal(hist.source.token, "ops");
+    mkdirSync(path.join(ROOT, "artifacts"), { recursive: true });
+    await page.screenshot({ path: path.join(ROOT, "artifacts/dashboard-actions.png") });
+    await page.click(`${row(b2)} button[data-action="undrain"]`);
+    await page.waitForSelector(`${row(b2)}[data-state="up"] button[data-action="drain"]`, { timeout: 3000 });
+    assert.equal((await server(b2)).drain, false);
+    assert.deepEqual(await answers(20), [String(b1), String(b2)]);
+    assert.deepEqual(errors, []);
+  });
+
+  test("set a weight: what is typed survives the refresh, Enter sets it", async () => {
+    const { page } = view;
+    const input = `${row(b1)} input.weight`;
+    assert.equal(await page.$eval(input, (e) => e.value), "1");
+    await page.click(input, { clickCount: 3 });
+    await page.type(input, "5");
+    await sleep(2300); // two refreshes
+    assert.deepEqual(await page.$eval(input, (e) => [e.value, document.activeElement === e]), ["5", true]);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((sel) => document.querySelector(sel).children[1].textContent === "5", { timeout: 3000 }, row(b1));
+    assert.equal((await server(b1)).weight, 5);
+    assert.equal(await page.$eval(`${row(b1)} .msg`, (e) => e.textContent), "weight set to 5");
+  });
+
+  test("mark down and up", async () => {
+    const { page } = view;
+    await page.click(`${row(b1)} button[data-action="down"]`);
+    await page.waitForSelector(`${row(b1)}[data-state="down"] button[data-action="up"]`, { timeout: 3000 });
+    assert.equal((await server(b1)).down, true);
+    assert.deepEqual(await answers(10), [String(b2)]);
+    await page.click(`${row(b1)} button[data-action="up"]`);
+    await page.waitForSelector(`${row(b1)}[data-state="up"] button[data-action="down"]`, { timeout: 3000 });
+    assert.equal((await server(b1)).down, false);
+  });
+
+  test("a refused write shows the API's status and reason, and changes nothing", async () => {
+    const { page } = view;
+    const before = await server(b1);
+    const input = `${row(b1)} input.weight`;
+    await page.click(input, { clickCount: 3 });
+    await page.type(input, "0");
+    await page.click(`${row(b1)} button[data-action="weight"]`);
+    await page.waitForFunction((sel) => document.querySelector(sel).textContent.startsWith("400 "), { timeout: 3000 }, `${row(b1)} .msg`);
+    assert.match(await page.$eval(`${row(b1)} .msg`, (e) => e.textContent), /^400 "weight" must be an integer in \[1, \d+\]/);
+    assert.match(await page.$eval("#notice", (e) => e.textContent), new RegExp(`^shop 127\\.0\\.0\\.1:${b1}: 400 `));
+    assert.deepEqual(await server(b1), before);
+    await page.$eval(input, (e) => e.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape" })));
+  });
+
+  test("a write against a revision the page no longer shows: 412 with the reason; nothing changes", async () => {
+    const { page } = view;
+    // hold the page's refresh, change the upstream behind its back, then drain from the stale page
+    let hold = true;
+    await page.setRequestInterception(true);
+    const onRequest = (r) => (hold && r.url().includes("/stats?") ? r.abort() : r.continue());
+    page.on("request", onRequest);
+    try {
+      await page.waitForFunction(() => document.getElementById("conn").className === "bad", { timeout: 3000 });
+      assert.equal((await wng.api("PATCH", `/v1/upstreams/shop/servers/127.0.0.1:${b1}`, { ...bearer(WRITE), body: '{"max_fails": 3}' })).status, 200);
+      const rev = JSON.parse((await wng.get("/v1/upstreams/shop", bearer(READ))).body).revision;
+      await page.click(`${row(b2)} button[data-action="drain"]`);
+      await page.waitForFunction((sel) => document.querySelector(sel).textContent.startsWith("412 "), { timeout: 3000 }, `${row(b2)} .msg`);
+      const msg = await page.$eval(`${row(b2)} .msg`, (e) => e.textContent);
+      assert.ok(msg.startsWith(`412 revision mismatch: upstream is at revision ${rev} (changed since the page showed it`), msg);
+      assert.equal((await server(b2)).drain, false);
+    } finally {
+      hold = false;
+      page.off("request", onRequest);
+      await page.setRequestInterception(false);
+    }
+    // the page shows the current revision again: the same click now works
+    await page.waitForFunction(() => document.getElementById("conn").className === "ok", { timeout: 3000 });
+    await page.click(`${row(b2)} button[data-action="drain"]`);
+    await page.waitForSelector(`${row(b2)}[data-state="drained"]`, { timeout: 3000 });
+    await page.click(`${row(b2)} button[data-action="undrain"]`);
+    await page.waitForSelector(`${row(b2)}[data-state="up"]`, { timeout: 3000 });
+  });
+
+  test("behind a proxy that rewrites Host, the interface refuses the page's write as cross-site (403): the page says why", async () => {
+    const { page, errors, close } = await openPage(chromium.browser, `http://127.0.0.1:${wng.apiPort}/behind-proxy/dashboard`, { username: "ops", password: WRITE });
+    try {
+      await page.waitForSelector(`${row(b2)} button[data-action="drain"]`, { timeout: 5000 });
+      await page.click(`${row(b2)} button[data-action="drain"]`);
+      await page.waitForFunction((sel) => document.querySelector(sel).textContent !== "", { timeout: 3000 }, `${row(b2)} .msg`);
+      assert.match(await page.$eval(`${row(b2)} .msg`, (e) => e.textContent), /^403 forbidden: cross-site request refused \(its Origin is not this interface\)/);
+      assert.equal((await server(b2)).drain, false);
+      assert.deepEqual(errors.filter((e) => !/status of 403/.test(e)), []);
+    } finally { await close(); }
+  });
+
+  test("a read token on the same nginx: the same rows, no controls", async () => {
+    const { page, close } = await openPage(chromium.browser, `http://127.0.0.1:${wng.apiPort}/dashboard`, { username: "viewer", password: READ });
+    try {
+      await page.waitForSelector(`${row(b2)}`, { timeout: 5000 });
+      assert.equal(await page.$$eval("main td.act button, main td.act input", (b) => b.length), 0);
     } finally { await close(); }
   });
 });

@@ -5,7 +5,8 @@
 // Touches no shm itself: records come from the command log through registry/sync.record.
 //
 // Two server entries with the same address are one peer here, as they are one series: weight is their
-// sum, down/backup hold when every entry says so, passive health holds it out when one entry is held out.
+// sum, down/backup hold when every entry says so (drain: when every entry is down or drained, not all
+// down), passive health holds it out when one entry is held out.
 // Servers marked down are not checked (no check key).
 // Costs: one JSON decode per changed record; about 0.5 KB per upstream in the worker that serves scrapes
 // (the key prefixes and label texts are built here once, not at every scrape).
@@ -25,6 +26,8 @@ export interface PeerInfo {
     weight: number;
     backup: boolean;
     down: boolean;
+    /** drained (`drain`): every entry is drained or down, and not every one down; the balancer skips it */
+    drain: boolean;
     /** its server entries (store/peer_health.ts: "<upstream>/<address>#<n>"), their max_fails and fail_timeout */
     entries: string[];
     maxFails: number[];
@@ -86,16 +89,18 @@ function build(name: string): UpstreamInfo | undefined {
             const id = endpointId(e);
             const w = e.weight ?? s.weight;
             const p = byId.get(id);
+            const off = s.down || s.drain === true;
             if (p !== undefined) {
                 p.weight = p.weight + w;
                 p.backup = p.backup && s.backup;
+                p.drain = p.drain && off; // every entry out so far (down or drained); settled below
                 if (!s.down && p.down) {
                     p.down = false;
                     p.checkKey = cfg !== undefined ? downKey(stateId(cfg, id)) : "";
                 }
             } else {
                 const np: PeerInfo = {
-                    id, server: s.addr, weight: w, backup: s.backup, down: s.down, entries: [], maxFails: [], failTimeouts: [],
+                    id, server: s.addr, weight: w, backup: s.backup, down: s.down, drain: off, entries: [], maxFails: [], failTimeouts: [],
                     checkKey: cfg !== undefined && !s.down ? downKey(stateId(cfg, id)) : "",
                     prefix: slotPrefix(name, id), label: `${label},peer="${labelValue(id)}"`,
                     kTry: "", kOk: "", kDone: "",
@@ -108,6 +113,7 @@ function build(name: string): UpstreamInfo | undefined {
             }
         }
     }
+    for (const [, p] of ipairs(peers)) p.drain = p.drain && !p.down;
     // server entries are numbered in the peer set's order: primaries, then backups, each in body order
     const order: string[] = [];
     const orderServer: number[] = [];

@@ -120,7 +120,7 @@ const F_P_REQ = family("dyups_peer_requests_total", "counter", "Tries sent to th
 const F_P_RESP = family("dyups_peer_responses_total", "counter", "Responses of the peer by status class.");
 const F_P_FAIL = family("dyups_peer_failures_total", "counter", "Tries that got no response: connect (no connection) or read (connected, no valid response header).");
 const F_P_ACTIVE = family("dyups_peer_active_connections", "gauge", "Tries in flight to the peer (published about once a second).");
-const F_P_UP = family("dyups_peer_up", "gauge", "1 when the balancer may pick the peer now: not down, not failed (max_fails), not held down by its check.");
+const F_P_UP = family("dyups_peer_up", "gauge", "1 when the balancer may pick the peer now: not down, not drained, not failed (max_fails), not held down by its check.");
 const F_P_FAILED = family("dyups_peer_passive_failed", "gauge", "1 while passive health (max_fails within fail_timeout) holds the peer out.");
 const F_P_CHECK = family("dyups_peer_check_up", "gauge", "Active health check state of the peer: 1 up, 0 down (checked peers only).");
 // the scrape itself

@@ -25,7 +25,7 @@ export interface PeerFigures {
     failed: boolean;
     /** active check: "up", "down", or undefined when not checked */
     check?: string;
-    /** the balancer may pick it now (not down, not failed, not checked down) */
+    /** the balancer may pick it now (not down, not drained, not failed, not checked down) */
     up: boolean;
 }
 
@@ -168,7 +168,7 @@ export function readFigures(d: NgxSharedDict | undefined, info: UpstreamInfo, no
             checkDown = flag < 0 ? info.defaultDown : flag === 1;
             f.check = checkDown ? "down" : "up";
         }
-        f.up = !p.down && !f.failed && !checkDown;
+        f.up = !p.down && !p.drain && !f.failed && !checkDown;
         if (f.up) fig.peersUp = fig.peersUp + 1;
     }
     return fig;

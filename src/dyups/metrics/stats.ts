@@ -2,8 +2,9 @@
 // GET /stats: the JSON the dashboard polls every second (content phase, through the interface's gate).
 // The node (versions, each worker's applied version and lag), and a page of upstreams sorted by name with
 // their peers: weight, flags, state as the balancer sees it, and the cumulative counters of GET /metrics
-// (the page computes rates from two polls). `role` says whether the client may write (the page offers
-// actions only then).
+// (the page computes rates from two polls). `role` is what the access gate admitted the client with:
+// "write" (a write token, or no tokens configured) or "read"; the page offers its per-server actions
+// (drain, weight, down: PATCH /v1/upstreams/NAME/servers/SERVER) only to "write".
 //
 //   ?match=TEXT   upstreams whose name contains TEXT (case-insensitive; plain text, not a pattern)
 //   ?offset=N     skip the first N matches (default 0);  ?limit=N  at most N upstreams (default 100, max 10000)
@@ -29,9 +30,13 @@ function classes(c: number[]): LuaTable<string, number> {
     return out;
 }
 
-/** up, down (marked down), backup (available, used when every primary is out), failing (failed or checked down). */
+/**
+ * up, down (marked down), drained (no new requests), backup (available, used when every primary is out),
+ * failing (failed or checked down).
+ */
 function peerState(p: PeerInfo, f: PeerFigures): string {
     if (p.down) return "down";
+    if (p.drain) return "drained";
     if (!f.up) return "failing";
     if (p.backup) return "backup";
     return "up";
@@ -75,7 +80,7 @@ export function statsReport(match: string | undefined, offset: number, limit: nu
                     for (const [i, p] of ipairs(info.peers)) {
                         const f = fig.peers[i - 1];
                         peers[i - 1] = {
-                            addr: p.id, server: p.server, weight: p.weight, backup: p.backup, down: p.down,
+                            addr: p.id, server: p.server, weight: p.weight, backup: p.backup, down: p.down, drain: p.drain,
                             state: peerState(p, f), up: f.up, passive_failed: f.failed, check: f.check,
                             requests: f.tries, responses: classes(f.classes),
                             failures: { connect: f.connectFailures, read: f.readFailures }, active: f.active,
