@@ -41,7 +41,8 @@ test: test-deps
 run: deps build
 	PROXY_PORT=$(PROXY_PORT) API_PORT=$(API_PORT) scripts/run.sh
 
-bench: test-deps build
+bench: build
+	scripts/install-deps.sh --bench
 	scripts/bench.sh
 
 dist/lua/dyups/init.lua: $(LUA_INPUTS)

@@ -44,4 +44,17 @@ export default tseslint.config(
             }],
         },
     },
+    {
+        // store/ is the only door to the shared dict: its key catalogue and the raw handle stay inside it
+        files: ["src/**/*.ts"],
+        ignores: ["src/dyups/store/**"],
+        rules: {
+            "no-restricted-imports": ["error", { patterns: [
+                { group: ["**/store/keys", "**/store/shm"],
+                    message: "Only src/dyups/store/ touches the dict and its keys: add a typed operation to a store module." },
+                { group: ["**/store/dict"], importNames: ["dict"],
+                    message: "Only src/dyups/store/ calls dict(): add a typed operation to a store module." },
+            ] }],
+        },
+    },
 );

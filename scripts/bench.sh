@@ -7,6 +7,7 @@
 #   scripts/bench-metrics.mjs   issue 18: metrics on vs off, GET /metrics with 10 000 upstreams
 #   scripts/bench-pickers.mjs   issue 21: balancer ewma (and shared-state ewma, least_conn) vs round robin
 #   scripts/bench-cost.mjs      issue 19: the per-request cost against plain nginx (no Lua module), both include forms
+#   scripts/bench-instructions.mjs  issue 19: the same paths in CPU instructions per request (valgrind), load-proof
 # ~25 minutes on 2 cores; BENCH_QUICK=1 for a ~5 minute version. One benchmark at a time (they share 2 cores).
 # Each script stops every nginx and wrk it started, also on error or Ctrl-C.
 set -uo pipefail
@@ -16,7 +17,7 @@ command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get instal
 out=$(mktemp); trap 'rm -f "$out"' EXIT
 rc=0
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) cores, $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-for s in bench-sync bench-balancer bench-health bench-cluster bench-metrics bench-pickers bench-cost; do
+for s in bench-sync bench-balancer bench-health bench-cluster bench-metrics bench-pickers bench-cost bench-instructions; do
   echo "== $s"
   node "scripts/$s.mjs" | tee -a "$out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "bench: $s failed" >&2; rc=1; }

@@ -6,12 +6,15 @@
 #            prometheus (promtool and a real Prometheus for the metrics suite), chromium (the dashboard suite,
 #            driven by the npm package puppeteer-core: Debian's browser, never a download).
 # Never installs Debian's `luajit`/`libluajit-5.1-dev`: they remove libnginx-mod-http-lua and lua-resty-core.
-# Usage: scripts/install-deps.sh [--test | --rock]   (--test adds what only the test suites need; --rock only luarocks)
+# Usage: scripts/install-deps.sh [--test | --bench | --rock]   (--test adds what only the test suites need; --bench
+# that and valgrind, for scripts/bench-instructions.mjs; --rock only luarocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
+want_bench=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--bench" ] && want_test=1 && want_bench=1
 if [ "${1:-}" = "--rock" ]; then
   command -v luarocks >/dev/null 2>&1 && exit 0
   [ "$(id -u)" = 0 ] || { echo "install-deps: need root to install luarocks" >&2; exit 1; }
@@ -32,6 +35,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 pkgs="$tool_pkgs"
 command -v openresty >/dev/null 2>&1 || pkgs="$runtime_pkgs $pkgs"
 [ "$want_test" = 1 ] && pkgs="$pkgs $test_pkgs"
+[ "$want_bench" = 1 ] && pkgs="$pkgs valgrind"
 for p in $pkgs; do have_pkg "$p" || missing="$missing $p"; done
 if [ -n "$missing" ]; then
   [ "$(id -u)" = 0 ] || { echo "install-deps: need root to install:$missing" >&2; exit 1; }

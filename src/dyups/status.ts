@@ -19,10 +19,9 @@
 import { stats } from "./registry/sync";
 import { getOptions } from "./options";
 import { budgetBytes, ONE_SERVER_BYTES } from "./store/budget";
-import { configBytes, currentVersion, reserveLeft, storedDigest, upstreamCount } from "./store/command_log";
+import { configBytes, currentVersion, reserveExpected, reserveLeft, storedDigest, upstreamCount } from "./store/command_log";
 import { pickerNames } from "./balance/pickers";
 import { usage } from "./store/dict";
-import { RESERVE_KEYS } from "./store/keys";
 import { lastSave, loadReport, savedVersion, saveFailures } from "./store/state_file";
 import { readHeartbeat } from "./store/workers";
 import { folderWritable } from "./state/files";
@@ -96,7 +95,7 @@ export function statusReport(withRefs?: boolean): unknown {
         },
         shm: {
             dict: u.name, capacity: u.capacity, free: u.free,
-            budget, config_bytes: used, headroom, reserve_keys: reserveLeft(), reserve_keys_expected: RESERVE_KEYS,
+            budget, config_bytes: used, headroom, reserve_keys: reserveLeft(), reserve_keys_expected: reserveExpected(),
         },
         limits: {
             max_upstreams: max,

@@ -99,6 +99,11 @@ export function topUpReserve(): void {
     if (reserveUsed) refillReserve(dict());
 }
 
+/** How many reserve keys there should be (GET /status). */
+export function reserveExpected(): number {
+    return RESERVE_KEYS;
+}
+
 /** How many reserve keys are in place (GET /status). */
 export function reserveLeft(): number {
     const d = dict();
