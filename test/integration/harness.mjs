@@ -138,8 +138,9 @@ ${backendServers(backendPorts)}
         await exited;
         clearTimeout(t);
       }
-      if (!o.keepPrefix && !o.prefix && !process.env.DYUPS_KEEP) rmSync(prefix, { recursive: true, force: true });
-      else console.log(`# nginx prefix kept: ${prefix}`);
+      // a prefix the caller passed in is the caller's to remove (restart tests reuse it)
+      if (o.keepPrefix || process.env.DYUPS_KEEP) console.log(`# nginx prefix kept: ${prefix}`);
+      else if (!o.prefix) rmSync(prefix, { recursive: true, force: true });
     },
   };
   // wait until both ports answer (or nginx exits: a config error)
