@@ -11,8 +11,13 @@
 //   one-line  the product with nginx/dyups.conf: /return, /static, /floor (a balancer_by_lua that only sets the
 //             peer), /dynamic (a dyups upstream of the same 2 backends)
 //   location  the product with nginx/dyups-http.conf + nginx/dyups-location.conf in /dynamic only: the same paths
+// The realistic profile of bench-cost.mjs (an 8 KB page from the backends, a buffered combined access log on the
+// proxy): the same paths prefixed /r (/rstatic, /rfloor, /rdynamic).
 // For each path: WARM requests, a callgrind dump, N requests over one keep-alive connection, a dump; the second
 // dump's instruction total / N. All paths of one nginx in one valgrind run.
+// The product's sync timer is set to 60 s: valgrind slows nginx ~50x, so a timer that fires every 100 ms of wall
+// time would be counted ~50x over per request (natively the timers cost ~4 ms of CPU per second at rest, which
+// bench-cost.mjs's CPU figures include).
 // BENCH_QUICK=1: fewer requests (the figures move by well under 1 %).
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, readdirSync, chmodSync } from "node:fs";
@@ -45,12 +50,17 @@ http {
   client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;`;
 }
 
+/** the realistic profile's location: the backends' 8 KB page, a buffered access log */
+const real = (dir, name, upstream, extra = "") =>
+  `location /r${name} { access_log ${dir}/logs/access.log combined buffer=64k flush=5s; proxy_pass http://${upstream}/page.html; ${KEEP} ${extra} }`;
+
 function config(kind, dir, snap, port, [b1, b2]) {
   const stat = `upstream static_b { server 127.0.0.1:${b1}; server 127.0.0.1:${b2}; keepalive 64; }`;
   if (kind === "plain") {
     return `${head(dir, false)}
   ${stat}
-  server { listen 127.0.0.1:${port}; location /return { return 200 "ok"; } location /static { proxy_pass http://static_b; ${KEEP} } }
+  server { listen 127.0.0.1:${port}; location /return { return 200 "ok"; } location /static { proxy_pass http://static_b; ${KEEP} }
+    ${real(dir, "static", "static_b")} }
 }
 `;
   }
@@ -60,7 +70,7 @@ function config(kind, dir, snap, port, [b1, b2]) {
   return `${head(dir, true)}
   lua_package_path "${lua}/?.lua;${lua}/?/init.lua;;";
   include ${snap}/nginx/${loc ? "dyups-http.conf" : "dyups.conf"};
-  init_by_lua_block { require("dyups").init({ upstream_conf = "${dir}/upstream.conf" }) }
+  init_by_lua_block { require("dyups").init({ upstream_conf = "${dir}/upstream.conf", sync_interval = 60 }) }
   init_worker_by_lua_block { require("dyups").init_worker() }
   ${stat}
   upstream lua_floor {
@@ -78,6 +88,9 @@ function config(kind, dir, snap, port, [b1, b2]) {
     location /static { proxy_pass http://static_b; ${KEEP} }
     location /floor { proxy_pass http://lua_floor; ${KEEP} }
     location /dynamic { set $dyups_upstream bench; proxy_pass http://dyups; ${KEEP} ${loc ? `include ${snap}/nginx/dyups-location.conf;` : ""} }
+    ${real(dir, "static", "static_b")}
+    ${real(dir, "floor", "lua_floor")}
+    ${real(dir, "dynamic", "dyups", `set $dyups_upstream bench; ${loc ? `include ${snap}/nginx/dyups-location.conf;` : ""}`)}
   }
 }
 `;
@@ -146,9 +159,10 @@ async function main() {
   // the backends: a plain nginx outside valgrind
   const [b1, b2] = await h.freePorts(2);
   const bdir = prefixDir("backends");
+  writeFileSync(path.join(bdir, "page.html"), "x".repeat(8192));
   writeFileSync(path.join(bdir, "conf/nginx.conf"), `${head(bdir, false)}
-  server { listen 127.0.0.1:${b1}; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:${b2}; location / { return 200 "ok"; } }
+  server { listen 127.0.0.1:${b1}; location / { return 200 "ok"; } location = /page.html { root ${bdir}; } }
+  server { listen 127.0.0.1:${b2}; location / { return 200 "ok"; } location = /page.html { root ${bdir}; } }
 }
 `.replace("master_process off;", "master_process on;"));
   const bproc = spawn(nginxBin, ["-p", bdir, "-c", "conf/nginx.conf"], { stdio: "ignore" });
@@ -158,8 +172,8 @@ async function main() {
   try {
     await sleep(300);
     console.log(`# bench-instructions: instructions per request in the proxy's nginx (callgrind), ${N} requests per path after ${WARM}${QUICK ? ", BENCH_QUICK=1" : ""}`);
-    const plain = await measure(h, nginxBin, "plain", snap, [b1, b2], ["/return", "/static"]);
-    const all = ["/return", "/static", "/floor", "/dynamic"];
+    const plain = await measure(h, nginxBin, "plain", snap, [b1, b2], ["/return", "/static", "/rstatic"]);
+    const all = ["/return", "/static", "/floor", "/dynamic", "/rstatic", "/rfloor", "/rdynamic"];
     const one = await measure(h, nginxBin, "one-line", snap, [b1, b2], all);
     const loc = await measure(h, nginxBin, "location", snap, [b1, b2], all);
     const r = (x) => Math.round(x).toLocaleString("en-US").padStart(8);
@@ -181,6 +195,10 @@ async function main() {
       line("dynamic (one-line) / plain static", one["/dynamic"], plain["/static"], 0.88),
       line("dynamic (location) / plain static", loc["/dynamic"], plain["/static"], 0.88),
       line("lua floor (location) / plain static (info)", loc["/floor"], plain["/static"], 0),
+      line("realistic: no dyups (location) / plain", loc["/rstatic"], plain["/rstatic"], 0.99),
+      line("realistic: dynamic (one-line) / plain", one["/rdynamic"], plain["/rstatic"], 0.97),
+      line("realistic: dynamic (location) / plain", loc["/rdynamic"], plain["/rstatic"], 0.97),
+      line("realistic: dynamic (location) / lua floor", loc["/rdynamic"], loc["/rfloor"], 0),
     ];
     console.log("\n## summary (bench-instructions)");
     for (const l of summary) console.log(`SUMMARY ${l}`);

@@ -8,7 +8,7 @@
 #   scripts/bench-pickers.mjs   issue 21: balancer ewma (and shared-state ewma, least_conn) vs round robin
 #   scripts/bench-cost.mjs      issue 19: the per-request cost against plain nginx (no Lua module), both include forms
 #   scripts/bench-instructions.mjs  issue 19: the same paths in CPU instructions per request (valgrind), load-proof
-# ~25 minutes on 2 cores; BENCH_QUICK=1 for a ~5 minute version. One benchmark at a time (they share 2 cores).
+# ~25 minutes on 2 cores; BENCH_QUICK=1 for a ~6 minute version. One benchmark at a time (they share 2 cores).
 # Each script stops every nginx and wrk it started, also on error or Ctrl-C.
 set -uo pipefail
 cd "$(dirname "$0")/.."
