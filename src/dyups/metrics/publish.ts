@@ -2,8 +2,9 @@
 // Publishes this worker's counter deltas (metrics/counters.ts) to the metrics dict, and removes the series
 // of upstreams and peers that are gone. Runs from the per-worker timer (startup.ts tick): at every tick while
 // few slots changed (SMALL: the figures are then fresh within sync_interval at a negligible cost), else once
-// per PUBLISH_INTERVAL (traffic spread over thousands of upstreams), and once more when the worker exits,
-// so counts outlive a reload. Never on the request path.
+// per interval (traffic spread over thousands of upstreams): PUBLISH_INTERVAL, stretched up to
+// MAX_PUBLISH_INTERVAL so that publishing takes at most DUTY of the worker's time; and once more when the worker
+// exits, so counts outlive a reload. Never on the request path.
 // Shm: incr per changed counter (safe_add for a new one), delete for gone ones (store/metrics.ts).
 // Costs: O(slots changed since the last publication) + O(slots) after a configuration change; it yields
 // (ngx.sleep(YIELD)) between chunks so a worker is never held for long, and one publication runs at a time
@@ -18,8 +19,16 @@ import { counting, dirtyCount, dropPeer, dropUpstream, eachUpstream, findUpstrea
 import { addDelta, deleteCounters, metricsDict } from "../store/metrics";
 import { appliedVersion, lookup, revision } from "../registry/sync";
 
-/** seconds between publications when many slots changed */
+/** seconds between publications when many slots changed: the shortest */
 export const PUBLISH_INTERVAL = 1;
+/** ... and the longest: the interval grows so that publishing takes at most DUTY of the worker's time */
+export const MAX_PUBLISH_INTERVAL = 10;
+/**
+ * The share of a worker's time publications may take. Traffic spread over 10 000 upstreams dirties ~30 000
+ * slots a second; publishing them all every second took 15-20 % of each worker (scripts/bench-balancer.mjs b,
+ * "spread": 0.79 of one upstream with metrics, 0.93 without). Publishing every `work / DUTY` seconds bounds it.
+ */
+const DUTY = 0.02;
 /** at most this many changed slots are published at every tick */
 const SMALL = 64;
 /**
@@ -32,6 +41,25 @@ const CHUNK = 256;
 
 let lastPublish = 0;
 let busy = false;
+/** the current interval between publications when many slots changed */
+let interval = PUBLISH_INTERVAL;
+/** seconds of work of the running publication, and when its current stretch of work began */
+let work = 0;
+let workStart = 0;
+
+/** Ends a stretch of work, yields to the event loop, starts the next stretch. */
+function pause(): void {
+    ngx.update_time();
+    work = work + (ngx.now() - workStart);
+    ngx.sleep(YIELD);
+    ngx.update_time();
+    workStart = ngx.now();
+}
+
+/** The interval between publications when many slots changed (seconds). */
+export function publishInterval(): number {
+    return interval;
+}
 /** the applied version the last clean-up saw */
 let cleanedAt = -1;
 /** name -> the revision its peer slots were last checked against */
@@ -58,7 +86,7 @@ function dropSlot(d: NgxSharedDict, s: Slot, n: number): void {
 function cleanUp(d: NgxSharedDict, yieldable: boolean): void {
     const names: string[] = [];
     for (const [name] of eachUpstream()) names[names.length] = name;
-    let work = 0;
+    let done = 0;
     for (const [, name] of ipairs(names)) {
         const rev = revision(name);
         if (rev === undefined) {
@@ -68,7 +96,7 @@ function cleanUp(d: NgxSharedDict, yieldable: boolean): void {
                 dropSlot(d, u, U_N);
                 for (const [, p] of pairs(u.peers)) dropSlot(d, p, P_N);
             }
-            work = work + 1;
+            done = done + 1;
         } else if (checkedRev.get(name) !== rev) {
             const ver = lookup(name);
             if (ver !== undefined) {
@@ -85,11 +113,11 @@ function cleanUp(d: NgxSharedDict, yieldable: boolean): void {
                     }
                 }
             }
-            work = work + 1;
+            done = done + 1;
         }
-        if (yieldable && work >= CHUNK) {
-            work = 0;
-            ngx.sleep(YIELD);
+        if (yieldable && done >= CHUNK) {
+            done = 0;
+            pause();
         }
     }
 }
@@ -100,7 +128,7 @@ function publish(yieldable: boolean): void {
     const [list, n] = takeDirty();
     for (let i = 1; i <= n; i++) {
         publishSlot(d, list.get(i));
-        if (yieldable && i % CHUNK === 0) ngx.sleep(YIELD);
+        if (yieldable && i % CHUNK === 0) pause();
     }
     recycle(list, n);
     const applied = appliedVersion();
@@ -117,10 +145,16 @@ function publish(yieldable: boolean): void {
 export function publishTick(final: boolean): void {
     if (!counting() || busy) return;
     const t = ngx.now();
-    if (!final && t - lastPublish < PUBLISH_INTERVAL && (dirtyCount() > SMALL || (dirtyCount() === 0 && appliedVersion() === cleanedAt))) return;
+    if (!final && t - lastPublish < interval && (dirtyCount() > SMALL || (dirtyCount() === 0 && appliedVersion() === cleanedAt))) return;
     lastPublish = t;
     busy = true;
+    ngx.update_time();
+    work = 0;
+    workStart = ngx.now();
     const [ok, err] = pcall(publish, !final);
+    ngx.update_time();
+    work = work + (ngx.now() - workStart);
     busy = false;
+    if (!final) interval = math.min(MAX_PUBLISH_INTERVAL, math.max(PUBLISH_INTERVAL, work / DUTY));
     if (!ok) ngx.log(ngx.ERR, "dyups: publishing metrics failed: ", err);
 }
