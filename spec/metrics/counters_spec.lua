@@ -245,6 +245,41 @@ describe("metrics counters", function()
     assert.equal(1, counter("many100", nil, counters.U_REQ))
   end)
 
+  it("spaces publications out when they take more than 2 % of the worker's time (at most 10 s apart)", function()
+    for i = 1, 100 do update("many" .. i, "server 127.0.0.1:8001;") end
+    ngx._advance(1)
+    publish.publishTick(false) -- the clean-up after those writes
+    -- from now on, each clock update finds 50 ms passed: a publication of 100 slots (no yield) then
+    -- measures 50 ms of work between its first and its last reading of the clock
+    ngx.update_time = function() ngx._advance(0.05) end
+    for i = 1, 100 do serve("many" .. i) end
+    ngx._advance(1)
+    publish.publishTick(false)
+    assert.equal(1, counter("many1", nil, counters.U_REQ))
+    assert.near(2.5, publish.publishInterval(), 1e-6) -- 50 ms / 0.02
+    for i = 1, 100 do serve("many" .. i) end
+    ngx._advance(1.5)
+    publish.publishTick(false)
+    assert.equal(1, counter("many1", nil, counters.U_REQ)) -- 1.5 s < 2.5 s: not yet
+    ngx._advance(1)
+    publish.publishTick(false)
+    assert.equal(2, counter("many1", nil, counters.U_REQ))
+    -- a publication of 1 s of work: 10 s at most
+    ngx.update_time = function() ngx._advance(1) end
+    for i = 1, 100 do serve("many" .. i) end
+    ngx._advance(3)
+    publish.publishTick(false)
+    assert.equal(3, counter("many1", nil, counters.U_REQ))
+    assert.equal(10, publish.publishInterval())
+    -- cheap again: back to 1 s
+    ngx.update_time = function() end
+    for i = 1, 100 do serve("many" .. i) end
+    ngx._advance(10)
+    publish.publishTick(false)
+    assert.equal(4, counter("many1", nil, counters.U_REQ))
+    assert.equal(1, publish.publishInterval())
+  end)
+
   it("a deleted upstream's counters are deleted, and its in-flight requests publish nothing after that", function()
     update("gone", "server 127.0.0.1:8001; server 127.0.0.1:8002;")
     update("kept", "server 127.0.0.1:8001;")
