@@ -44,6 +44,11 @@ export function pace(p: Pacer, bytes: number): void {
     p.acc = 0;
     ngx.update_time();
     if (ngx.now() - p.since < SLICE) return;
+    turn(p);
+}
+
+/** Gives the worker's event loop a turn now (yieldable phases only), and starts the job's next slice. */
+export function turn(p: Pacer): void {
     if (semaphores === undefined) semaphores = require("ngx.semaphore");
     if (p.sema === undefined && semaphores !== undefined) [p.sema] = semaphores.new(0);
     const sema = p.sema;

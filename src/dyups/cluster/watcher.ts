@@ -36,6 +36,7 @@ import { applyRevision, applyValue } from "./apply";
 import { ClusterConfig, EtcdEndpoint, LEASE, nameOfKey, prefixEnd, upstreamsPrefix } from "./config";
 import { b64, callEndpoint, currentEndpoint, headerRevision, KeyValue, num, openWatch, rangeAll, rotate, unb64 } from "./etcd";
 import { closeStream, HttpStream, readStream, streamTimeout } from "./http_client";
+import { newPacer, turn } from "../pace";
 
 /** lua-resty-core's ngx.semaphore, loaded on first use (it needs a real nginx; specs load this module without one) */
 let semaphores: { new: (this: void, n?: number) => LuaMultiReturn<[Semaphore | undefined, string | undefined]> } | undefined;
@@ -156,6 +157,7 @@ function fullRead(c: ClusterConfig): Result<number> {
     table.sort(kvs, (a: KeyValue, b: KeyValue) => a.create_revision < b.create_revision);
     const seen: LuaTable<string, boolean> = new LuaTable();
     let count = 0;
+    const pacer = newPacer();
     for (const [, kv] of ipairs(kvs)) {
         const name = nameOfKey(c, kv.key);
         if (name !== undefined) {
@@ -164,7 +166,7 @@ function fullRead(c: ClusterConfig): Result<number> {
             if (applyOne(name, kv.value ?? "", kv.mod_revision, back)) changed = changed + 1;
             if (count % YIELD_EVERY === 0) {
                 if (changed > 0) deferSave(1); // the state file is written once, after the read
-                ngx.sleep(0);
+                turn(pacer); // not ngx.sleep(0): without OpenResty's delayed-events patch it logs a warning
                 if (!alive()) return $multi(undefined, "the watcher stopped (worker exiting or lease lost)");
             }
         }
