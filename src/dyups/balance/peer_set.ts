@@ -64,6 +64,32 @@ function methodPicker(opts: PeerOptions): Picker {
 const NO_RING: number[] = [];
 
 /**
+ * The read-only arrays of built sets (weights, down, max_fails, fail_timeout, max_conns, weight ranges), shared
+ * by content: most upstreams have default parameters, so thousands of sets hold the same few arrays, which
+ * stay in the CPU's cache when requests spread over them. Weak values: an array no set uses is collected.
+ * Nothing writes to these arrays after buildPeerSet (the per-worker WRR state is balCurrent/balEffective).
+ */
+const SHARED: LuaTable<string, unknown[]> = setmetatable(new LuaTable<string, unknown[]>(), { __mode: "v" }) as LuaTable<string, unknown[]>;
+
+function share<T>(tag: string, arr: T[], key: string): T[] {
+    const k = tag + key;
+    const found = SHARED.get(k);
+    if (found !== undefined) return found as T[];
+    SHARED.set(k, arr);
+    return arr;
+}
+
+function shareNumbers(tag: string, arr: number[]): number[] {
+    return share(tag, arr, table.concat(arr, ","));
+}
+
+function shareFlags(tag: string, arr: boolean[]): boolean[] {
+    const parts: string[] = [];
+    for (let i = 1; i <= arr.length; i++) parts[i - 1] = arr[i - 1] ? "1" : "0";
+    return share(tag, arr, table.concat(parts));
+}
+
+/**
  * Build the peer set of one upstream version: tiers, smooth WRR state (from a random point of its cycle
  * unless opts.noRandomStart, so workers do not move in lock-step), weight ranges, and for
  * `hash ... consistent` the ring. Peers keep body order; primaries get gi 1..nPrimary, backups
@@ -108,7 +134,7 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
         balRingHash: NO_RING,
         balRingGroup: NO_RING,
         balRingSize: 0,
-        balConns: [],
+        balConns: picker === LEAST_CONN ? [] : NO_RING,
         balGroupFirst: NO_RING,
         balGroupNext: NO_RING,
     };
@@ -135,7 +161,7 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
             set.down[gi - 1] = p.down === true;
             set.balCurrent[gi - 1] = 0;
             set.balEffective[gi - 1] = w;
-            set.balConns[gi - 1] = 0;
+            if (picker === LEAST_CONN) set.balConns[gi - 1] = 0;
             servers[gi - 1] = p.server ?? p.id;
             if (!wantBackup) {
                 set.balStart[gi - 1] = set.totalWeight;
@@ -146,6 +172,12 @@ function buildPeerSet(peers: PeerInit[], opts: PeerOptions): PeerSet {
         }
     }
     set.single = set.nPrimary === 1 && count === 1;
+    set.weights = shareNumbers("w", set.weights);
+    set.maxFails = shareNumbers("f", set.maxFails);
+    set.failTimeouts = shareNumbers("t", set.failTimeouts);
+    set.maxConns = shareNumbers("c", set.maxConns);
+    set.down = shareFlags("d", set.down);
+    set.balStart = shareNumbers("s", set.balStart);
     const build = picker.build;
     if (build !== undefined) {
         const [ok, data] = pcall(build, set, config, servers);
