@@ -18,7 +18,7 @@ import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge, luaFloorUpstream } from "./bench-lib.mjs";
 
 /** creates `count` upstreams u0..u{count-1} with `concurrency` writers over keep-alive connections */
 async function createMany(ng, count, concurrency, body) {
@@ -95,16 +95,7 @@ async function main() {
   // phase): the cost of entering Lua in the balancer phase, which no dynamic upstream module avoids.
   const httpExtra = `${conf}
   upstream static_b { server 127.0.0.1:${B1}; server 127.0.0.1:${B2}; keepalive 64; }
-  upstream lua_floor {
-    server 127.0.0.1:1 down;
-    balancer_by_lua_block {
-      local b = require("ngx.balancer")
-      local n = (package.loaded.bench_rr or 0) + 1
-      package.loaded.bench_rr = n
-      b.set_current_peer("127.0.0.1", n % 2 == 0 and ${B1} or ${B2})
-    }
-    keepalive 64;
-  }
+  ${luaFloorUpstream(B1, B2)}
   server { listen 127.0.0.1:${staticPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} } }
   server { listen 127.0.0.1:${staticLogPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://static_b; ${keep} ${logLua} } }
   server { listen 127.0.0.1:${floorPort} reuseport; add_header X-Worker $pid always; location / { proxy_pass http://lua_floor; ${keep} } }

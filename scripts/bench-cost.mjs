@@ -29,7 +29,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync, chmodSync 
 import { tmpdir, cpus } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep, luaFloorUpstream } from "./bench-lib.mjs";
 
 const ROUNDS = QUICK ? 3 : 6, SECONDS = QUICK ? 2 : 4;
 const KEEP = `proxy_http_version 1.1; proxy_set_header Connection "";`;
@@ -94,15 +94,7 @@ async function startProduct(h, profile, page, form) {
     proxyExtra: `${KEEP} ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""}`,
     httpExtra: `
   upstream static_b { server 127.0.0.1:${b1}; server 127.0.0.1:${b2}; keepalive 64; }
-  upstream lua_floor {
-    server 127.0.0.1:1 down;
-    balancer_by_lua_block {
-      local n = (package.loaded.bench_rr or 0) + 1
-      package.loaded.bench_rr = n
-      require("ngx.balancer").set_current_peer("127.0.0.1", n % 2 == 0 and ${b1} or ${b2})
-    }
-    keepalive 64;
-  }
+  ${luaFloorUpstream(b1, b2)}
 ${backendBlock([b1, b2], profile, page)}
   server { listen 127.0.0.1:${noDyups} reuseport; ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""} location / { proxy_pass http://static_b; ${KEEP} } }
   server { listen 127.0.0.1:${floor} reuseport; ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""} location / { proxy_pass http://lua_floor; ${KEEP} } }`,

@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, sleep } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, sleep, luaFloorUpstream } from "./bench-lib.mjs";
 
 const WARM = QUICK ? 1000 : 3000;
 const N = QUICK ? 1000 : 4000;
@@ -73,15 +73,7 @@ function config(kind, dir, snap, port, [b1, b2]) {
   init_by_lua_block { require("dyups").init({ upstream_conf = "${dir}/upstream.conf", sync_interval = 60 }) }
   init_worker_by_lua_block { require("dyups").init_worker() }
   ${stat}
-  upstream lua_floor {
-    server 127.0.0.1:1 down;
-    balancer_by_lua_block {
-      local n = (package.loaded.bench_rr or 0) + 1
-      package.loaded.bench_rr = n
-      require("ngx.balancer").set_current_peer("127.0.0.1", n % 2 == 0 and ${b1} or ${b2})
-    }
-    keepalive 64;
-  }
+  ${luaFloorUpstream(b1, b2)}
   server {
     listen 127.0.0.1:${port};
     location /return { return 200 "ok"; }

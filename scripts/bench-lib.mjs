@@ -129,3 +129,19 @@ export async function converge(ng, workers, ms, step) {
   }
   return { ms: NaN, s: await status(ng) };
 }
+
+/**
+ * The "lua floor" of the cost benchmarks: an upstream whose balancer_by_lua only sets the peer (alternating
+ * between two backends), the least any balancer_by_lua plugin can cost.
+ */
+export function luaFloorUpstream(b1, b2) {
+  return `upstream lua_floor {
+    server 127.0.0.1:1 down;
+    balancer_by_lua_block {
+      local n = (package.loaded.bench_rr or 0) + 1
+      package.loaded.bench_rr = n
+      require("ngx.balancer").set_current_peer("127.0.0.1", n % 2 == 0 and ${b1} or ${b2})
+    }
+    keepalive 64;
+  }`;
+}
