@@ -30,11 +30,18 @@ async function openPage(browser, url, credentials) {
     requests.push(r.url());
     if (r.method() !== "GET") writes.push({ method: r.method(), url: r.url(), headers: r.headers(), body: r.postData() });
   });
+  // "mark down" and "drain" ask first: accepted unless the test says dismissNext
+  const dialogs = [];
+  const out = { dismissNext: false };
+  page.on("dialog", async (d) => {
+    dialogs.push(d.message());
+    if (out.dismissNext) { out.dismissNext = false; await d.dismiss(); } else await d.accept();
+  });
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   if (credentials) await page.authenticate(credentials);
   const res = await page.goto(url, { waitUntil: "domcontentloaded" });
-  return { page, requests, writes, errors, res, close: () => context.close() };
+  return Object.assign(out, { page, requests, writes, errors, dialogs, res, close: () => context.close() });
 }
 
 let ng, chromium, deadPort, view;
@@ -224,7 +231,8 @@ describe("per-server actions from the page (a write token)", () => {
     const etag = (await wng.get("/v1/upstreams/shop", bearer(READ))).headers.etag;
     await page.click(`${row(b2)} button[data-action="drain"]`);
     await page.waitForSelector(`${row(b2)}[data-state="drained"] button[data-action="undrain"]`, { timeout: 3000 });
-    // one PATCH of the JSON API, If-Match the revision the page showed
+    // it asked first (accepted here), then sent one PATCH of the JSON API, If-Match the revision the page showed
+    assert.match(view.dialogs.at(-1), new RegExp(`^Drain 127\\.0\\.0\\.1:${b2} in shop\\? It gets no new requests`));
     assert.equal(writes.length, 1);
     assert.equal(writes[0].method, "PATCH");
     assert.equal(writes[0].url, `http://127.0.0.1:${wng.apiPort}/v1/upstreams/shop/servers/127.0.0.1%3A${b2}`);
@@ -260,15 +268,25 @@ describe("per-server actions from the page (a write token)", () => {
     assert.equal(await page.$eval(`${row(b1)} .msg`, (e) => e.textContent), "weight set to 5");
   });
 
-  test("mark down and up", async () => {
-    const { page } = view;
+  test("mark down asks first: dismissed, nothing is sent; accepted, the server is down; up asks nothing", async () => {
+    const { page, writes, dialogs } = view;
+    const w0 = writes.length, d0 = dialogs.length;
+    view.dismissNext = true;
+    await page.click(`${row(b1)} button[data-action="down"]`);
+    await sleep(300);
+    assert.equal(dialogs.length, d0 + 1);
+    assert.match(dialogs[d0], new RegExp(`^Mark 127\\.0\\.0\\.1:${b1} down in shop\\?`));
+    assert.equal(writes.length, w0, "a dismissed confirmation sends nothing");
+    assert.equal((await server(b1)).down, false);
     await page.click(`${row(b1)} button[data-action="down"]`);
     await page.waitForSelector(`${row(b1)}[data-state="down"] button[data-action="up"]`, { timeout: 3000 });
     assert.equal((await server(b1)).down, true);
     assert.deepEqual(await answers(10), [String(b2)]);
+    assert.equal(dialogs.length, d0 + 2);
     await page.click(`${row(b1)} button[data-action="up"]`);
     await page.waitForSelector(`${row(b1)}[data-state="up"] button[data-action="down"]`, { timeout: 3000 });
     assert.equal((await server(b1)).down, false);
+    assert.equal(dialogs.length, d0 + 2, "mark up does not ask");
   });
 
   test("a refused write shows the API's status and reason, and changes nothing", async () => {
