@@ -163,6 +163,49 @@ describe("registry catch-up", function()
   end)
 end)
 
+describe("reading a stored record without decoding it", function()
+  it("revision, creation version and check read from the text equal the decoded record's, whatever bodies and picker arguments say", function()
+    local ngx = fresh()
+    local pickers = require("dyups.balance.pickers")
+    pickers.resetPickers()
+    assert.is_nil(pickers.registerPicker("anyargs", { pick = function() return 0 end, validate = function(a) return a end }))
+    local log = require("dyups.store.command_log")
+    local api = require("dyups.pipeline")
+    local cases = {
+      { "plain", "server 127.0.0.1:1;" },
+      { "checked", "server 127.0.0.1:1; check interval=1000;" },
+      { "quoted", 'server 127.0.0.1:1; # "rev":7 "created":8 "check":{ "display":"X"' },
+      { "args", "server 127.0.0.1:1; balancer anyargs rev=9 created=10 check=x display=Evil;" },
+      { "both", "server 127.0.0.1:1; check interval=2000; balancer anyargs check=y;" },
+    }
+    for _, c in ipairs(cases) do assert.is_truthy((api.update(c[1], c[2]))) end
+    assert.is_truthy((api.update("plain", "server 127.0.0.1:2;"))) -- a replace: created stays, rev moves
+    assert.is_truthy((api.update("Spelled", "server 127.0.0.1:1;")))
+    for _, name in ipairs({ "plain", "checked", "quoted", "args", "both", "spelled" }) do
+      local raw = log.readRaw(name)
+      local rec = log.decodeRecord(name, raw)
+      assert.equal(rec.rev, log.storedRevision(raw), name)
+      assert.equal(rec.created or 0, log.storedCreated(raw), name)
+      assert.equal(rec.spec.check ~= nil, log.storedHasCheck(raw), name)
+      if rec.display ~= nil then assert.is_true(log.storedMayHaveDisplay(raw), name) end
+    end
+    assert.is_false(log.storedMayHaveDisplay(log.readRaw("args"))) -- picker arguments are stored as "k=v" strings
+    assert.is_true(log.storedMayHaveDisplay(log.readRaw("spelled")))
+    -- a second worker that routes to none of them lists, orders and flags them as the writer does
+    fake.another_worker(ngx)
+    local reg = require("dyups.registry.sync")
+    reg.sync()
+    assert.equal(0, reg.stats().built)
+    assert.same(log.namesInOrder(true), require("dyups.registry.order").all(true))
+    assert.same({ "checked", "both" }, reg.checkedNames())
+    for _, name in ipairs({ "plain", "checked", "quoted", "args", "both", "spelled" }) do
+      assert.equal(log.readRecord(name).rev, reg.revision(name), name)
+    end
+    assert.equal(require("dyups.status").stateDigest(), reg.stats().digest)
+    pickers.resetPickers()
+  end)
+end)
+
 describe("registry lazy builds", function()
   it("builds a peer set on first lookup, rebuilds built ones at each change, and keeps digests equal", function()
     local ngx = fresh()

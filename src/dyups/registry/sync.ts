@@ -20,7 +20,9 @@
 import { revisionHash } from "../digest";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { allNames, changedSince, currentVersion, decodeRecord, readRaw } from "../store/command_log";
+import {
+    allNames, changedSince, currentVersion, decodeRecord, readRaw, storedCreated, storedHasCheck, storedMayHaveDisplay, storedRevision,
+} from "../store/command_log";
 import { publishHeartbeat } from "../store/workers";
 import { slotsInUse } from "../phases/request_slot";
 import { tryBuild, UpstreamVersion } from "./build";
@@ -102,24 +104,41 @@ function applyName(name: string): void {
         if (oldRev !== undefined) drop(name, oldRev);
         return;
     }
-    const rec = decodeRecord(name, raw);
-    if (rec === undefined || rec.rev === oldRev) return;
-    revs.set(name, rec.rev);
-    if (rec.spec.check !== undefined) checked.set(name, true);
+    // an upstream no request routes to in this worker is not decoded: its revision, creation version and
+    // check flag are read from the stored text (most of a bulk change's catch-up, in every worker)
+    const inUse = byName.get(name) !== undefined;
+    let rev = storedRevision(raw);
+    if (rev === oldRev) return;
+    let rec: UpstreamRecord | undefined;
+    let created: number;
+    let display: string | undefined;
+    let hasCheck: boolean;
+    if (inUse || rev === 0 || storedMayHaveDisplay(raw)) {
+        rec = decodeRecord(name, raw);
+        if (rec === undefined || rec.rev === oldRev) return;
+        rev = rec.rev;
+        created = rec.created ?? rec.rev;
+        display = rec.display;
+        hasCheck = rec.spec.check !== undefined;
+    } else {
+        const c = storedCreated(raw);
+        created = c > 0 ? c : rev;
+        hasCheck = storedHasCheck(raw);
+    }
+    revs.set(name, rev);
+    if (hasCheck) checked.set(name, true);
     else checked.delete(name);
-    const created = rec.created ?? rec.rev;
     if (bulk !== undefined) {
         bulk.set(name, created);
-        order.display(name, rec.display);
+        order.display(name, display);
     } else {
-        order.place(name, created, rec.display);
+        order.place(name, created, display);
     }
-    digest = digest ^ revisionHash(name, rec.rev);
+    digest = digest ^ revisionHash(name, rev);
     if (oldRev !== undefined) digest = digest ^ revisionHash(name, oldRev);
     else upstreamCount = upstreamCount + 1;
-    const inUse = byName.get(name) !== undefined;
     unlink(name);
-    if (!inUse) return;
+    if (!inUse || rec === undefined) return;
     const ver = build(name, rec);
     if (ver !== undefined) link(name, ver);
 }

@@ -188,6 +188,25 @@ export function storedRevision(raw: string): number {
     return digits !== undefined ? (tonumber(digits) as number) : 0;
 }
 
+/**
+ * What a worker's catch-up needs of a stored record, without decoding it: its creation version (0: none stored)
+ * and whether it has an active check. Only the record's own keys can match: the body is a JSON string (its
+ * quotes are escaped), picker arguments are "k=v" strings, and `check` is an object only as spec.check. The
+ * display spelling is not read here: a record that may have one is decoded (spec/store/command_log_spec.lua).
+ */
+export function storedCreated(raw: string): number {
+    const [digits] = string.match(raw, '"created":(%d+)');
+    return digits !== undefined ? (tonumber(digits) as number) : 0;
+}
+
+export function storedHasCheck(raw: string): boolean {
+    return string.find(raw, '"check":{', 1, true)[0] !== undefined;
+}
+
+export function storedMayHaveDisplay(raw: string): boolean {
+    return string.find(raw, '"display":', 1, true)[0] !== undefined;
+}
+
 /** The etcd revision of a stored record without decoding it (0: none), like storedRevision. */
 function storedEtcd(raw: string): number {
     const [digits] = string.match(raw, '"etcd":(%d+)');
