@@ -188,7 +188,12 @@ describe("reading a stored record without decoding it", function()
       assert.equal(rec.created or 0, log.storedCreated(raw), name)
       assert.equal(rec.spec.check ~= nil, log.storedHasCheck(raw), name)
       if rec.display ~= nil then assert.is_true(log.storedMayHaveDisplay(raw), name) end
+      -- the prober and the DNS refresher decode only the records that have what they follow
+      assert.equal(rec.spec.check ~= nil, log.readRecordWith(name, log.HAS_CHECK) ~= nil, name)
+      assert.is_nil(log.readRecordWith(name, log.HAS_HOST_NAME), name) -- every server here is an address
     end
+    assert.equal(2000, log.readRecordWith("both", log.HAS_CHECK).spec.check.interval)
+    assert.is_nil(log.readRecordWith("nope", log.HAS_CHECK))
     assert.is_false(log.storedMayHaveDisplay(log.readRaw("args"))) -- picker arguments are stored as "k=v" strings
     assert.is_true(log.storedMayHaveDisplay(log.readRaw("spelled")))
     -- a second worker that routes to none of them lists, orders and flags them as the writer does

@@ -20,8 +20,8 @@
 import { Endpoint, ServerSpec, UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import { releaseVanished, tryBuild } from "../registry/build";
-import { appliedVersion, eachName, record, revision } from "../registry/sync";
-import { changedSince, commit } from "../store/command_log";
+import { appliedVersion, eachName, record, recordWith, revision } from "../registry/sync";
+import { changedSince, commit, HAS_HOST_NAME } from "../store/command_log";
 import { deleteQuery, loadQuery, saveQuery, writeQueryIndex } from "../store/dns";
 import { claim as claimLease, release } from "../store/lease";
 import { DnsLimits, newState, onAnswer, onFailure, QueryState, queryKey, sameEndpoints, serverEndpoints, Transition } from "./policy";
@@ -132,7 +132,8 @@ function dropUser(key: string, name: string): void {
 /** (Re)index one upstream from this worker's registry. O(servers). */
 function indexUpstream(name: string, now: number): void {
     const old = watched.get(name);
-    const rec = record(name);
+    // only servers given by a host name are resolved: a record without one is not decoded
+    const rec = recordWith(name, HAS_HOST_NAME);
     let w: Watch | undefined;
     if (rec !== undefined) {
         for (const [i, s] of ipairs(rec.spec.servers)) {

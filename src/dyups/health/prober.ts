@@ -28,7 +28,7 @@
 import * as semaphore from "ngx.semaphore";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
-import { allNames, changedSince, currentVersion, readRecord } from "../store/command_log";
+import { allNames, changedSince, currentVersion, HAS_CHECK, readRecordWith } from "../store/command_log";
 import { deleteState, readState, writeProberStats, writeState } from "../store/health";
 import { claim, release, renew } from "../store/lease";
 import { heapPop, heapPush, heapTop, newHeap } from "./heap";
@@ -122,7 +122,8 @@ function schedule(tn: Tenure, t: Target, at: number, initial: boolean): void {
 }
 
 function applyName(tn: Tenure, name: string, initial: boolean): void {
-    const rec: UpstreamRecord | undefined = readRecord(name);
+    // a record without a check wants no probes: as if it did not exist (its old targets, if any, are released)
+    const rec: UpstreamRecord | undefined = readRecordWith(name, HAS_CHECK);
     const [added, removed] = applyRecord(tn.ts, name, rec);
     const at = now();
     for (const [, t] of ipairs(added)) {

@@ -21,7 +21,8 @@ import { revisionHash } from "../digest";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import {
-    allNames, changedSince, currentVersion, decodeRecord, readRaw, storedCreated, storedHasCheck, storedMayHaveDisplay, storedRevision,
+    allNames, changedSince, currentVersion, decodeRecord, readRaw, readRecordWith, storedCreated, storedHasCheck, storedMayHaveDisplay,
+    storedRevision,
 } from "../store/command_log";
 import { publishHeartbeat } from "../store/workers";
 import { slotsInUse } from "../phases/request_slot";
@@ -222,6 +223,12 @@ export function record(name: string): UpstreamRecord | undefined {
     if (revs.get(name) === undefined) return undefined;
     const raw = readRaw(name);
     return raw === undefined ? undefined : decodeRecord(name, raw);
+}
+
+/** record(name) when its stored text contains `needle` (command_log.readRecordWith); others are not decoded. */
+export function recordWith(name: string, needle: string): UpstreamRecord | undefined {
+    if (revs.get(name) === undefined) return undefined;
+    return readRecordWith(name, needle);
 }
 
 /** The upstreams with active health checks, in creation order. O(c log c) for c of them. */

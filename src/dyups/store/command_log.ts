@@ -199,8 +199,23 @@ export function storedCreated(raw: string): number {
     return digits !== undefined ? (tonumber(digits) as number) : 0;
 }
 
+/** Text of a stored record that has an active check (spec.check) / a server given by a host name. */
+export const HAS_CHECK = '"check":{';
+export const HAS_HOST_NAME = '"kind":"name"';
+
 export function storedHasCheck(raw: string): boolean {
-    return string.find(raw, '"check":{', 1, true)[0] !== undefined;
+    return string.find(raw, HAS_CHECK, 1, true)[0] !== undefined;
+}
+
+/**
+ * NAME's stored record when its text contains `needle` (HAS_CHECK, HAS_HOST_NAME), decoded; undefined when there
+ * is none or it lacks the needle. For followers that care only about records with that feature (the prober, the
+ * DNS refresher): the others are not decoded, which a bulk change of thousands of upstreams would otherwise pay.
+ */
+export function readRecordWith(name: string, needle: string): UpstreamRecord | undefined {
+    const raw = readRaw(name);
+    if (raw === undefined || string.find(raw, needle, 1, true)[0] === undefined) return undefined;
+    return decodeRecord(name, raw);
 }
 
 export function storedMayHaveDisplay(raw: string): boolean {
