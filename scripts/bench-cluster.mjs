@@ -192,7 +192,10 @@ async function main() {
       const t0 = performance.now();
       const ng = await startNode({ etcd: etcd.endpoints, prefix, logLevel: "notice" });
       const ms = await timeToLast(ng, t0);
-      const m = ng.errorLog().match(/read (\d+) upstreams from etcd at revision \d+ in (\d+) ms, applied (\d+) changes in (\d+) ms/);
+      // the watcher logs its summary line after the last apply, which can be after the last upstream routes
+      const line = /read (\d+) upstreams from etcd at revision \d+ in (\d+) ms, applied (\d+) changes in (\d+) ms/;
+      for (let k = 0; k < 100 && !line.test(ng.errorLog()); k++) await sleep(20);
+      const m = ng.errorLog().match(line);
       loads.push(ms);
       if (m) { reads.push(Number(m[2])); applies.push(Number(m[4])); }
       const list = (await ng.get("/list")).body.trim().split("\n").length;

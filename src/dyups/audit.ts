@@ -12,7 +12,8 @@
 // rev_before is the revision the upstream had (0: it did not exist); rev_after the version of this write
 // (for a delete: the version that deleted it). The token's name is logged, never the token. Names, client
 // addresses and token names contain no spaces (validated), so the line splits on spaces.
-// Not audited: loading the state file at start (a restore, not a change; one summary line is logged).
+// Not audited: loading the state file at start (a restore, not a change; one summary line is logged), and
+// a cluster node's first read of etcd into an empty store (a load; one summary line); both are in the history.
 // Every audited write is also recorded in the write history (history.ts), with the record it wrote.
 // Phases: any that may log (content, timer, init).
 import type { UpstreamRecord } from "./model";

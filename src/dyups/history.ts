@@ -3,8 +3,9 @@
 // what changed and roll an upstream back (GET /history, POST /upstream/NAME?rollback=REV, the JSON API).
 //
 // Recording: audit.ts calls recordWrite after every accepted write it audits (the interface, the Lua API,
-// DNS re-resolutions, upstream_conf, and the cluster mode's commits when it audits them), and start-up calls
-// it for the upstreams it restores from the state file (source state_file: restored, not audited). The
+// DNS re-resolutions, upstream_conf, and the cluster mode's commits when it audits them), start-up calls
+// it for the upstreams it restores from the state file (source state_file: restored, not audited), and the
+// cluster watcher for what a node's first read of etcd loads into an empty store (source cluster, not audited). The
 // source is the WriteSource the pipeline received; nothing is re-derived. An entry holds the body of an
 // update (the whole upstream, nginx syntax: what a rollback restores), none for a delete. An entry larger
 // than the history's byte budget is kept without its body (counted: /status history.cut).

@@ -233,6 +233,16 @@ describe("one etcd, three nodes", () => {
     // (the harness's readiness probe through the proxy, before any upstream, logs "no live upstreams": not ours)
     const lines = N.errorLog().split("\n").filter((l) => /\[(warn|error|crit|alert)\]/.test(l) && !/no live upstreams/.test(l));
     assert.deepEqual(lines, []);
+    // a first read into an empty store is a load (as the state file at start): one summary line, a history
+    // entry per upstream, no audit line; what the watch brings after it is audited as a cluster write
+    assert.match(N.errorLog(), /read 1000 upstreams from etcd .* \(a load into an empty store: recorded in the history, no audit line per upstream\)/);
+    const h = JSON.parse((await N.get("/history/m7")).body).history;
+    assert.equal(h.length, 1);
+    assert.equal(h[0].source.kind, "cluster");
+    assert.doesNotMatch(N.errorLog(), /dyups audit:/);
+    assert.equal((await gateway(etcd.members[0].client, "/v3/kv/put", { key: b64(`${prefix}/upstreams/m5`), value: b64(JSON.stringify({ name: "m5", body: "server 127.0.0.1:1005; # changed" })) })).status, 200);
+    await eventually(() => /dyups audit: op=update upstream=m5 .*source=cluster/.test(N.errorLog()), 5000);
+    assert.equal(N.errorLog().match(/dyups audit:/g).length, 1);
   });
 
   test("all of etcd stopped: 0 failed proxy requests, reads served, writes 503; a node started meanwhile uses its state file; then convergence", async () => {

@@ -20,6 +20,7 @@ import { canYield } from "../phase";
 import { commit, readRaw } from "../store/command_log";
 import { checkTargets } from "../targets";
 import { auditWrite, CLUSTER_SOURCE } from "../audit";
+import { recordWrite } from "../history";
 import { etcdGuard, localRevision, STALE } from "../store/cluster";
 import { StoredUpstream } from "./config";
 
@@ -64,9 +65,11 @@ export function prepareRemote(name: string, body: string): Result<UpstreamRecord
  * Commits etcd revision `rev` of NAME: `rec` (a put) or undefined (a delete). `force` skips the revision
  * comparison (etcd's revisions went back: the watcher's full read). Returns true (applied), false
  * (this node already had that revision or a newer one, or a delete of a name it does not have), or
- * [undefined, reason, status] (429, 507, 500: it could not be applied here).
+ * [undefined, reason, status] (429, 507, 500: it could not be applied here). `trace`: "audit" (an audit line
+ * and a history entry, as a cluster write), "history" (the entry only: a node's first load), else nothing (the
+ * writer's own commits: its pipeline audits them).
  */
-export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean, audit?: boolean): Applied {
+export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev: number, force?: boolean, trace?: "audit" | "history"): Applied {
     // the race between the writer and the watcher of this node usually ends here, without the writers' lock
     if (force !== true && localRevision(name, readRaw(name)) >= rev) return $multi(false, undefined, undefined);
     if (rec !== undefined) rec.etcd = rev;
@@ -76,7 +79,9 @@ export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev
         const [v, reason, status, before] = commit(name, rec, undefined, guard);
         if (v !== undefined) {
             // another node's write (the watcher): audited and recorded in this node's history as a cluster write
-            if (audit === true) auditWrite(rec === undefined ? "delete" : "update", name, before, v, CLUSTER_SOURCE, rec);
+            const op = rec === undefined ? "delete" : "update";
+            if (trace === "audit") auditWrite(op, name, before, v, CLUSTER_SOURCE, rec);
+            else if (trace === "history") pcall(recordWrite, op, name, before, v, CLUSTER_SOURCE, rec);
             return $multi(true, undefined, undefined);
         }
         if (status === STALE || (status === 404 && rec === undefined)) return $multi(false, undefined, undefined);
@@ -90,13 +95,15 @@ export function applyRevision(name: string, rec: UpstreamRecord | undefined, rev
 
 /**
  * Applies a value read from etcd (a watch event or a full read). Same results as applyRevision, plus 400 for
- * a value this node rejects. `force`: see applyRevision.
+ * a value this node rejects. `force`: see applyRevision. `quiet`: a history entry but no audit line (a node's
+ * first read into an empty store is a load, as the state file at start: restored, not audited).
  */
-export function applyValue(name: string, value: string | undefined, rev: number, force?: boolean): Applied {
-    if (value === undefined) return applyRevision(name, undefined, rev, force, true);
+export function applyValue(name: string, value: string | undefined, rev: number, force?: boolean, quiet?: boolean): Applied {
+    const trace = quiet === true ? "history" : "audit";
+    if (value === undefined) return applyRevision(name, undefined, rev, force, trace);
     const [stored, derr] = decodeStored(name, value);
     if (stored === undefined) return $multi(undefined, derr as string, 400);
     const [rec, perr] = prepareRemote(name, stored.body);
     if (rec === undefined) return $multi(undefined, perr as string, 400);
-    return applyRevision(name, rec, rev, force, true);
+    return applyRevision(name, rec, rev, force, trace);
 }

@@ -106,14 +106,14 @@ function accept(name: string): void {
  * Applies etcd's state of NAME at `rev` (value: base64, or undefined for a deletion) unless this node has it.
  * Returns true when it changed something here.
  */
-function applyOne(name: string, value: string | undefined, rev: number, force?: boolean): boolean {
+function applyOne(name: string, value: string | undefined, rev: number, force?: boolean, quiet?: boolean): boolean {
     const raw = readRaw(name);
     const local = localRevision(name, raw);
     if (force === true ? (local === rev && raw !== undefined && value !== undefined && sameBody(raw, value)) : local >= rev) {
         accept(name);
         return false;
     }
-    const [done, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev, force);
+    const [done, reason, status] = applyValue(name, value === undefined ? undefined : unb64(value), rev, force, quiet);
     if (reason !== undefined) reject(name, reason, status as number);
     else accept(name);
     return done === true;
@@ -142,6 +142,9 @@ function fullRead(c: ClusterConfig): Result<number> {
     // maybe loaded from the state file while etcd was replaced) is taken as it is too.
     const known = clusterId();
     const first = appliedRevision() === 0;
+    // a node's first read into an empty store is a load, as the state file at start: one summary line below and
+    // a history entry per upstream, no audit line per upstream (each write was audited on the node that made it)
+    const loading = first && allNames().length === 0;
     const back = first || at < appliedRevision() || (known !== undefined && known !== snap.clusterId);
     if (back && !first) {
         ngx.log(ngx.WARN, "dyups: cluster: etcd was restored or replaced (revision ", appliedRevision(), " -> ", at, ", cluster ",
@@ -163,7 +166,7 @@ function fullRead(c: ClusterConfig): Result<number> {
         if (name !== undefined) {
             seen.set(name, true);
             count = count + 1;
-            if (applyOne(name, kv.value ?? "", kv.mod_revision, back)) changed = changed + 1;
+            if (applyOne(name, kv.value ?? "", kv.mod_revision, back, loading)) changed = changed + 1;
             if (count % YIELD_EVERY === 0) {
                 if (changed > 0) deferSave(1); // the state file is written once, after the read
                 turn(pacer); // not ngx.sleep(0): without OpenResty's delayed-events patch it logs a warning
@@ -185,7 +188,8 @@ function fullRead(c: ClusterConfig): Result<number> {
     info.full_reads = info.full_reads + 1;
     ngx.update_time();
     ngx.log(ngx.NOTICE, "dyups: cluster: read ", count, " upstreams from etcd at revision ", at, " in ",
-        math.floor((t1 - t0) * 1000), " ms, applied ", changed, " changes in ", math.floor((ngx.now() - t1) * 1000), " ms");
+        math.floor((t1 - t0) * 1000), " ms, applied ", changed, " changes in ", math.floor((ngx.now() - t1) * 1000), " ms",
+        loading ? " (a load into an empty store: recorded in the history, no audit line per upstream)" : "");
     return $multi(at, undefined);
 }
 
