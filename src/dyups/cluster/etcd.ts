@@ -119,18 +119,22 @@ function authenticate(ep: EtcdEndpoint): EtcdResult<string> {
     return $multi(d.token as string, undefined, undefined);
 }
 
+/** The endpoint's auth token: the cached one, else a new one (authenticate caches it). */
+function tokenOf(ep: EtcdEndpoint): EtcdResult<string> {
+    const t = tokens.get(ep.name);
+    if (t !== undefined) return $multi(t, undefined, undefined);
+    return authenticate(ep);
+}
+
 /** One call on one endpoint, with auth. [doc] or [undefined, reason, kind]. */
 function callOn(ep: EtcdEndpoint, path: string, body: unknown, timeout: number): EtcdResult<LuaTable<string, unknown>> {
     const c = config();
     for (let attempt = 1; attempt <= 2; attempt++) {
         let token: string | undefined;
         if (c.user !== undefined) {
-            token = tokens.get(ep.name);
-            if (token === undefined) {
-                const [t, aerr, akind] = authenticate(ep);
-                if (t === undefined) return $multi(undefined, aerr as string, akind as FailKind);
-                token = t;
-            }
+            const [t, aerr, akind] = tokenOf(ep);
+            if (t === undefined) return $multi(undefined, aerr as string, akind as FailKind);
+            token = t;
         }
         const [doc, status, sent] = post(ep, path, body, timeout, token);
         if (doc === undefined) return $multi(undefined, tostring(status), sent === true ? "unknown" : "unreachable");
@@ -233,12 +237,9 @@ export function openWatch(ep: EtcdEndpoint, key: string, rangeEnd: string, start
     const c = config();
     let token: string | undefined;
     if (c.user !== undefined) {
-        token = tokens.get(ep.name);
-        if (token === undefined) {
-            const [t, aerr, akind] = authenticate(ep);
-            if (t === undefined) return $multi(undefined, aerr as string, akind as FailKind);
-            token = t;
-        }
+        const [t, aerr, akind] = tokenOf(ep);
+        if (t === undefined) return $multi(undefined, aerr as string, akind as FailKind);
+        token = t;
     }
     const headers: LuaTable<string, string> = new LuaTable();
     headers.set("Content-Type", "application/json");
