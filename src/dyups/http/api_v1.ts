@@ -298,12 +298,19 @@ function writeOptions(who: WriteSource, action: string, server: string | undefin
     return $multi({ expect, dryRun: dry, source }, undefined, undefined);
 }
 
+/** A read of upstream NAME: its current record, or undefined when it answered 404 (request body discarded). */
+function recordOrNotFound(name: string): UpstreamRecord | undefined {
+    ngx.req.discard_body();
+    sync();
+    const rec = lookup(name);
+    if (rec === undefined) sendError(404, `upstream "${name}" not found`);
+    return rec;
+}
+
 function upstreamRoute(method: string, name: string, who: WriteSource, readBody: BodyReader): void {
     if (isRead(method)) {
-        ngx.req.discard_body();
-        sync();
-        const rec = lookup(name);
-        if (rec === undefined) return sendError(404, `upstream "${name}" not found`);
+        const rec = recordOrNotFound(name);
+        if (rec === undefined) return;
         etag(rec.rev);
         return sendJson(200, liveUpstream(rec));
     }
@@ -327,10 +334,8 @@ function upstreamRoute(method: string, name: string, who: WriteSource, readBody:
 
 function serversRoute(method: string, name: string, who: WriteSource, readBody: BodyReader): void {
     if (isRead(method)) {
-        ngx.req.discard_body();
-        sync();
-        const rec = lookup(name);
-        if (rec === undefined) return sendError(404, `upstream "${name}" not found`);
+        const rec = recordOrNotFound(name);
+        if (rec === undefined) return;
         etag(rec.rev);
         return sendJson(200, serversDoc(rec));
     }
@@ -354,10 +359,8 @@ function serversRoute(method: string, name: string, who: WriteSource, readBody: 
 
 function serverRoute(method: string, name: string, id: string, who: WriteSource, readBody: BodyReader): void {
     if (isRead(method)) {
-        ngx.req.discard_body();
-        sync();
-        const rec = lookup(name);
-        if (rec === undefined) return sendError(404, `upstream "${name}" not found`);
+        const rec = recordOrNotFound(name);
+        if (rec === undefined) return;
         const [at, ferr, fstatus] = findServer(rec.spec.servers, id, name);
         if (at === undefined) return sendError(fstatus, ferr);
         etag(rec.rev);
