@@ -4,29 +4,13 @@
 -- that a deleted upstream's or a removed peer's series are deleted, and that a full metrics dict drops
 -- counts without touching the configuration.
 local fake = require("spec.helpers.fake_ngx")
+local P = require("spec.helpers.phases")
 
 local ngx, b, phases, pipeline, counters, publish, mdict, reg
 local current
 
-local function request(upstream)
-  current = ngx._new_request()
-  ngx.var.dyups_upstream = upstream
-  ngx.status = 200
-  ngx.var.upstream_header_time = nil
-  ngx.var.upstream_connect_time = nil
-  b.calls = {}
-  b.failure = nil
-end
-
-local function peer(i)
-  local c = b.calls[i or #b.calls]
-  return c and (c.host .. ":" .. c.port)
-end
-
-local function update(name, body)
-  local v, err, status = pipeline.update(name, body)
-  assert(v, tostring(status) .. " " .. tostring(err))
-end
+local function request(upstream) current = P.request(upstream) end
+local peer, update = P.peer, P.update
 
 --- one whole request: first try, then `fails` failed tries (connect failures), then the log phase
 local function serve(name, status, fails)
@@ -60,15 +44,10 @@ end
 
 describe("metrics counters", function()
   before_each(function()
-    fake.unload()
-    ngx = fake.install({ dicts = { "dyups", "dyups_metrics" } })
+    ngx, b = P.load({ dicts = { "dyups", "dyups_metrics" } })
     mdict = ngx.shared.dyups_metrics
-    local options = require("dyups.options")
-    options.setOptions(assert(options.validateOptions(nil)))
-    require("dyups.store.dict").resetDict()
     require("dyups.store.metrics").resetMetricsDict()
     require("dyups.store.metrics").prepareMetricsDict()
-    b = fake.fake_balancer()
     phases = require("dyups.phases.balancer")
     pipeline = require("dyups.pipeline")
     reg = require("dyups.registry.sync")

@@ -3,40 +3,18 @@
 -- request's first try, its retries and its log phase do to the peer nginx is given, the tries it is
 -- allowed, the version it pins, and the shared peer state.
 local fake = require("spec.helpers.fake_ngx")
+local P = require("spec.helpers.phases")
 
 local ngx, b, phases, reg, pipeline
 
 local current
 
-local function request(upstream)
-  current = ngx._new_request()
-  ngx.var.dyups_upstream = upstream
-  ngx.status = 200
-  ngx.var.upstream_header_time = nil
-  b.calls = {}
-  b.more_tries = nil
-  b.failure = nil
-end
-
-local function peer(i)
-  local c = b.calls[i or #b.calls]
-  return c and (c.host .. ":" .. c.port)
-end
-
-local function update(name, body)
-  local v, err, status = pipeline.update(name, body)
-  assert(v, tostring(status) .. " " .. tostring(err))
-  return v
-end
+local function request(upstream) current = P.request(upstream) end
+local peer, update = P.peer, P.update
 
 describe("balancer phase entry points", function()
   before_each(function()
-    fake.unload()
-    ngx = fake.install()
-    local options = require("dyups.options")
-    options.setOptions(assert(options.validateOptions(nil)))
-    require("dyups.store.dict").resetDict()
-    b = fake.fake_balancer()
+    ngx, b = P.load()
     phases = require("dyups.phases.balancer")
     reg = require("dyups.registry.sync")
     pipeline = require("dyups.pipeline")

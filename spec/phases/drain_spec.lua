@@ -2,40 +2,16 @@
 -- with every method; a request that picked it before the drain keeps its version until its log phase; an
 -- upstream with a drained server counts connections per server entry (k:<upstream>/<peer>#n). (The JSON API's
 -- `active` comes from the traffic counters, which count every request: test/integration/api.test.mjs.)
-local fake = require("spec.helpers.fake_ngx")
+local P = require("spec.helpers.phases")
 
-local ngx, b, phases, pipeline
+local ngx, b, phases
 
-local function request(upstream)
-  ngx._new_request()
-  ngx.var.dyups_upstream = upstream
-  ngx.status = 200
-  ngx.var.upstream_header_time = nil
-  b.calls = {}
-  b.more_tries = nil
-  b.failure = nil
-end
-
-local function peer()
-  local c = b.calls[#b.calls]
-  return c and (c.host .. ":" .. c.port)
-end
-
-local function update(name, body)
-  local v, err, status = pipeline.update(name, body)
-  assert(v, tostring(status) .. " " .. tostring(err))
-end
+local request, peer, update = P.request, P.peer, P.update
 
 describe("drain", function()
   before_each(function()
-    fake.unload()
-    ngx = fake.install()
-    local options = require("dyups.options")
-    options.setOptions(assert(options.validateOptions(nil)))
-    require("dyups.store.dict").resetDict()
-    b = fake.fake_balancer()
+    ngx, b = P.load()
     phases = require("dyups.phases.balancer")
-    pipeline = require("dyups.pipeline")
   end)
 
   it("a drained server is never picked, with every method", function()

@@ -3,6 +3,7 @@
 -- phase entry points (its key, its outcomes with their times), and what happens to a stored upstream whose
 -- picker is not registered where it is built (a start, etcd, a worker without it).
 local fake = require("spec.helpers.fake_ngx")
+local P = require("spec.helpers.phases")
 
 local ngx, b, phases, pipeline, pickers, reg
 
@@ -31,20 +32,7 @@ local function recorder()
   return r
 end
 
-local function request(upstream)
-  ngx.ctx = {}
-  ngx.var.dyups_upstream = upstream
-  ngx.status = 200
-  ngx.var.upstream_header_time = nil
-  b.calls = {}
-  b.more_tries = nil
-  b.failure = nil
-end
-
-local function peer(i)
-  local c = b.calls[i or #b.calls]
-  return c and (c.host .. ":" .. c.port)
-end
+local request, peer = P.request, P.peer
 
 local function logged(pattern)
   for _, l in ipairs(ngx._logs) do if l.msg:find(pattern, 1, true) then return l end end
@@ -52,12 +40,7 @@ local function logged(pattern)
 end
 
 local function load(phase)
-  fake.unload()
-  ngx = fake.install({ phase = phase })
-  local options = require("dyups.options")
-  options.setOptions(assert(options.validateOptions(nil)))
-  require("dyups.store.dict").resetDict()
-  b = fake.fake_balancer()
+  ngx, b = P.load({ phase = phase })
   phases = require("dyups.phases.balancer")
   pipeline = require("dyups.pipeline")
   pickers = require("dyups.balance.pickers")
