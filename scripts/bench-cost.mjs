@@ -29,7 +29,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync, readFileSync, chmodSync 
 import { tmpdir, cpus } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep, luaFloorUpstream } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, median, f1, f2, f3, pad, lpad, wrk, sleep, luaFloorUpstream, realisticAccessLog } from "./bench-lib.mjs";
 
 const ROUNDS = QUICK ? 3 : 6, SECONDS = QUICK ? 2 : 4;
 const KEEP = `proxy_http_version 1.1; proxy_set_header Connection "";`;
@@ -49,7 +49,7 @@ function backendBlock(ports, profile, page) {
 }
 
 function accessLog(dir, profile) {
-  return profile === "realistic" ? `access_log ${dir}/logs/access.log combined buffer=64k flush=5s;` : "access_log off;";
+  return profile === "realistic" ? realisticAccessLog(dir) : "access_log off;";
 }
 
 /** plain nginx, no Lua module at all: its own process, config, backends. */
@@ -91,13 +91,13 @@ async function startProduct(h, profile, page, form) {
   const [noDyups, floor, b1, b2] = await h.freePorts(4);
   const ng = await h.startNginx({
     workers: 1, backends: 0, logLevel: "warn", form,
-    proxyExtra: `${KEEP} ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""}`,
+    proxyExtra: `${KEEP} ${accessLog(".", profile)}`,
     httpExtra: `
   upstream static_b { server 127.0.0.1:${b1}; server 127.0.0.1:${b2}; keepalive 64; }
   ${luaFloorUpstream(b1, b2)}
 ${backendBlock([b1, b2], profile, page)}
-  server { listen 127.0.0.1:${noDyups} reuseport; ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""} location / { proxy_pass http://static_b; ${KEEP} } }
-  server { listen 127.0.0.1:${floor} reuseport; ${profile === "realistic" ? "access_log logs/access.log combined buffer=64k flush=5s;" : ""} location / { proxy_pass http://lua_floor; ${KEEP} } }`,
+  server { listen 127.0.0.1:${noDyups} reuseport; ${accessLog(".", profile)} location / { proxy_pass http://static_b; ${KEEP} } }
+  server { listen 127.0.0.1:${floor} reuseport; ${accessLog(".", profile)} location / { proxy_pass http://lua_floor; ${KEEP} } }`,
   });
   running.nginx.add(ng);
   const w = await ng.post("/upstream/bench", `server 127.0.0.1:${b1}; server 127.0.0.1:${b2};`);

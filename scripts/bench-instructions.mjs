@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, sleep, luaFloorUpstream } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, sleep, luaFloorUpstream, realisticAccessLog } from "./bench-lib.mjs";
 
 const WARM = QUICK ? 1000 : 3000;
 const N = QUICK ? 1000 : 4000;
@@ -52,7 +52,7 @@ http {
 
 /** the realistic profile's location: the backends' 8 KB page, a buffered access log */
 const real = (dir, name, upstream, extra = "") =>
-  `location /r${name} { access_log ${dir}/logs/access.log combined buffer=64k flush=5s; proxy_pass http://${upstream}/page.html; ${KEEP} ${extra} }`;
+  `location /r${name} { ${realisticAccessLog(dir)} proxy_pass http://${upstream}/page.html; ${KEEP} ${extra} }`;
 
 function config(kind, dir, snap, port, [b1, b2]) {
   const stat = `upstream static_b { server 127.0.0.1:${b1}; server 127.0.0.1:${b2}; keepalive 64; }`;

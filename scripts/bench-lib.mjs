@@ -130,6 +130,11 @@ export async function converge(ng, workers, ms, step) {
   return { ms: NaN, s: await status(ng) };
 }
 
+/** The realistic profile's access log of the cost benchmarks: buffered, `combined`, in DIR/logs (DIR "." = the prefix). */
+export function realisticAccessLog(dir) {
+  return `access_log ${dir}/logs/access.log combined buffer=64k flush=5s;`;
+}
+
 /**
  * The "lua floor" of the cost benchmarks: an upstream whose balancer_by_lua only sets the peer (alternating
  * between two backends), the least any balancer_by_lua plugin can cost.
