@@ -139,33 +139,28 @@ function pause(attempt: number): void {
     ngx.update_time();
 }
 
+/** What `settle` answers when an answered transaction does not end the write: re-base (or 412) and retry. */
+const UNSETTLED = 0;
+
 /**
- * Writes upstream NAME (lowercase) with the prepared record. expectRev: If-Match (etcd revision; 0 = must
- * not exist). Returns 200 "success" + revision, 412, 409, 429, 503 with the reason (see the header).
+ * The retry loop of a write (see the header): transaction `op` on `key` guarded by `base`. `settle` says what an
+ * answered transaction means for this kind of write (`uncertain`: an earlier attempt's fate is unknown), or
+ * UNSETTLED; then the write is 412 with If-Match (503 "not confirmed" when uncertain), else re-based on the
+ * revision etcd holds now (409 after MAX_REBASE). Failures: refused (503/413), or retried under the same guard
+ * until WRITE_DEADLINE when etcd may have applied them.
  */
-export function clusterUpdate(name: string, rec: UpstreamRecord, expectRev?: number): WriteAnswer {
-    if (!canYield()) return $multi(503, "cluster mode: writes go to etcd and need a phase that can use sockets (content, timer)");
-    const raw = readRaw(name);
-    if (expectRev === undefined && raw === undefined) {
-        const max = getOptions().max_upstreams ?? 0;
-        if (max > 0 && upstreamCount() >= max) return $multi(429, `too many upstreams (max_upstreams is ${max})`);
-    }
-    const key = upstreamKey(config(), name);
-    const id = writeId();
-    const [value] = cjson.encode({ name, body: rec.body, by: id });
-    const put = { request_put: { key: b64(key), value: b64(value as string) } };
-    let base = expectRev ?? etcdRevisionOf(raw);
+function guardedWrite(key: string, base: number, op: unknown, expectRev: number | undefined,
+    settle: (ans: TxnAnswer, uncertain: boolean) => WriteAnswer): WriteAnswer {
     let uncertain = false;
     let lastErr = "";
     const deadline = ngx.now() + WRITE_DEADLINE;
     let rebases = 0;
     for (let attempt = 1; ; attempt++) {
-        const [ans, err, kind] = txn(key, base, put);
+        const [ans, err, kind] = txn(key, base, op);
         if (ans !== undefined) {
-            if (ans.succeeded) return applyOwn(name, rec, ans.revision);
-            const cur = ans.current;
-            if (cur !== undefined && uncertain && writtenBy(cur.value, id)) return applyOwn(name, rec, cur.mod_revision);
-            const curRev = cur !== undefined ? cur.mod_revision : 0;
+            const [status, msg, rev] = settle(ans, uncertain);
+            if (status !== UNSETTLED) return $multi(status, msg, rev);
+            const curRev = ans.current !== undefined ? ans.current.mod_revision : 0;
             if (expectRev !== undefined) {
                 if (uncertain) return unconfirmed(`${lastErr}; the upstream changed since, to revision ${curRev}`);
                 return $multi(412, `revision mismatch: upstream is at revision ${curRev}`);
@@ -184,47 +179,48 @@ export function clusterUpdate(name: string, rec: UpstreamRecord, expectRev?: num
     }
 }
 
+/**
+ * Writes upstream NAME (lowercase) with the prepared record. expectRev: If-Match (etcd revision; 0 = must
+ * not exist). Returns 200 "success" + revision, 412, 409, 429, 503 with the reason (see the header).
+ */
+export function clusterUpdate(name: string, rec: UpstreamRecord, expectRev?: number): WriteAnswer {
+    if (!canYield()) return $multi(503, "cluster mode: writes go to etcd and need a phase that can use sockets (content, timer)");
+    const raw = readRaw(name);
+    if (expectRev === undefined && raw === undefined) {
+        const max = getOptions().max_upstreams ?? 0;
+        if (max > 0 && upstreamCount() >= max) return $multi(429, `too many upstreams (max_upstreams is ${max})`);
+    }
+    const key = upstreamKey(config(), name);
+    const id = writeId();
+    const [value] = cjson.encode({ name, body: rec.body, by: id });
+    const put = { request_put: { key: b64(key), value: b64(value as string) } };
+    return guardedWrite(key, expectRev ?? etcdRevisionOf(raw), put, expectRev, (ans: TxnAnswer, uncertain: boolean) => {
+        if (ans.succeeded) return applyOwn(name, rec, ans.revision);
+        const cur = ans.current;
+        if (cur !== undefined && uncertain && writtenBy(cur.value, id)) return applyOwn(name, rec, cur.mod_revision);
+        return $multi(UNSETTLED, "");
+    });
+}
+
 /** Deletes upstream NAME (lowercase): 200 "success" + revision, 404 "not found uptream", 412, 503. */
 export function clusterRemove(name: string, expectRev?: number): WriteAnswer {
     if (!canYield()) return $multi(503, "cluster mode: writes go to etcd and need a phase that can use sockets (content, timer)");
     const key = upstreamKey(config(), name);
     const del = { request_delete_range: { key: b64(key) } };
-    let base = expectRev ?? etcdRevisionOf(readRaw(name));
-    let uncertain = false;
-    let lastErr = "";
-    const deadline = ngx.now() + WRITE_DEADLINE;
-    let rebases = 0;
-    for (let attempt = 1; ; attempt++) {
-        const [ans, err, kind] = txn(key, base, del);
-        if (ans !== undefined) {
-            if (ans.succeeded) {
-                if (ans.deleted > 0) return applyOwn(name, undefined, ans.revision);
-                // nothing there at that revision (base 0): not found; this node may still hold it from before
-                applyRevision(name, undefined, ans.revision);
-                return $multi(404, "not found uptream");
-            }
-            const cur = ans.current;
-            if (cur === undefined) {
-                // absent now: deleted, by this write's lost attempt or by another write; nothing newer exists
-                if (uncertain) return applyOwn(name, undefined, ans.revision);
-                applyRevision(name, undefined, ans.revision);
-                if (expectRev !== undefined) return $multi(412, "revision mismatch: upstream is at revision 0");
-                return $multi(404, "not found uptream");
-            }
-            if (expectRev !== undefined) {
-                if (uncertain) return unconfirmed(`${lastErr}; the upstream changed since, to revision ${cur.mod_revision}`);
-                return $multi(412, `revision mismatch: upstream is at revision ${cur.mod_revision}`);
-            }
-            rebases = rebases + 1;
-            if (rebases > MAX_REBASE) return $multi(409, "wait and try again\n");
-            base = cur.mod_revision;
-        } else {
-            lastErr = err as string;
-            if (!uncertain && kind !== "unknown") return refused(lastErr, kind as FailKind);
-            if (kind !== "unknown" && kind !== "unreachable") return unconfirmed(lastErr);
-            uncertain = true;
-            if (ngx.now() >= deadline) return unconfirmed(lastErr);
-            pause(attempt);
+    return guardedWrite(key, expectRev ?? etcdRevisionOf(readRaw(name)), del, expectRev, (ans: TxnAnswer, uncertain: boolean) => {
+        if (ans.succeeded) {
+            if (ans.deleted > 0) return applyOwn(name, undefined, ans.revision);
+            // nothing there at that revision (base 0): not found; this node may still hold it from before
+            applyRevision(name, undefined, ans.revision);
+            return $multi(404, "not found uptream");
         }
-    }
+        if (ans.current === undefined) {
+            // absent now: deleted, by this write's lost attempt or by another write; nothing newer exists
+            if (uncertain) return applyOwn(name, undefined, ans.revision);
+            applyRevision(name, undefined, ans.revision);
+            if (expectRev !== undefined) return $multi(412, "revision mismatch: upstream is at revision 0");
+            return $multi(404, "not found uptream");
+        }
+        return $multi(UNSETTLED, "");
+    });
 }
