@@ -47,13 +47,21 @@ let interval = PUBLISH_INTERVAL;
 let work = 0;
 let workStart = 0;
 
-/** Ends a stretch of work, yields to the event loop, starts the next stretch. */
-function pause(): void {
-    ngx.update_time();
-    work = work + (ngx.now() - workStart);
-    ngx.sleep(YIELD);
+function startWork(): void {
     ngx.update_time();
     workStart = ngx.now();
+}
+
+function endWork(): void {
+    ngx.update_time();
+    work = work + (ngx.now() - workStart);
+}
+
+/** Ends a stretch of work, yields to the event loop, starts the next stretch. */
+function pause(): void {
+    endWork();
+    ngx.sleep(YIELD);
+    startWork();
 }
 
 /** The interval between publications when many slots changed (seconds). */
@@ -148,12 +156,10 @@ export function publishTick(final: boolean): void {
     if (!final && t - lastPublish < interval && (dirtyCount() > SMALL || (dirtyCount() === 0 && appliedVersion() === cleanedAt))) return;
     lastPublish = t;
     busy = true;
-    ngx.update_time();
     work = 0;
-    workStart = ngx.now();
+    startWork();
     const [ok, err] = pcall(publish, !final);
-    ngx.update_time();
-    work = work + (ngx.now() - workStart);
+    endWork();
     busy = false;
     if (!final) interval = math.min(MAX_PUBLISH_INTERVAL, math.max(PUBLISH_INTERVAL, work / DUTY));
     if (!ok) ngx.log(ngx.ERR, "dyups: publishing metrics failed: ", err);
