@@ -25,7 +25,7 @@ import * as cjson from "cjson.safe";
 import { Result } from "../errors";
 import type { Semaphore } from "ngx.semaphore";
 import { getOptions } from "../options";
-import { allNames, readRaw } from "../store/command_log";
+import { allNames, readRaw, upstreamCount } from "../store/command_log";
 import {
     appliedRevision, clusterId, localRevision, noteRevision, resetSeenRevision, saveWatcherInfo, setAppliedRevision, setClusterId, setEtcdCount,
     WatcherInfo,
@@ -144,7 +144,7 @@ function fullRead(c: ClusterConfig): Result<number> {
     const first = appliedRevision() === 0;
     // a node's first read into an empty store is a load, as the state file at start: one summary line below and
     // a history entry per upstream, no audit line per upstream (each write was audited on the node that made it)
-    const loading = first && allNames().length === 0;
+    const loading = first && upstreamCount() === 0;
     const back = first || at < appliedRevision() || (known !== undefined && known !== snap.clusterId);
     if (back && !first) {
         ngx.log(ngx.WARN, "dyups: cluster: etcd was restored or replaced (revision ", appliedRevision(), " -> ", at, ", cluster ",
