@@ -186,16 +186,16 @@ describe("reading a stored record without decoding it", function()
       local rec = log.decodeRecord(name, raw)
       assert.equal(rec.rev, log.storedRevision(raw), name)
       assert.equal(rec.created or 0, log.storedCreated(raw), name)
-      assert.equal(rec.spec.check ~= nil, log.storedHasCheck(raw), name)
-      if rec.display ~= nil then assert.is_true(log.storedMayHaveDisplay(raw), name) end
+      assert.equal(rec.spec.check ~= nil, log.storedHas(raw, log.HAS_CHECK), name)
+      if rec.display ~= nil then assert.is_true(log.storedHas(raw, log.MAY_HAVE_DISPLAY), name) end
       -- the prober and the DNS refresher decode only the records that have what they follow
       assert.equal(rec.spec.check ~= nil, log.readRecordWith(name, log.HAS_CHECK) ~= nil, name)
       assert.is_nil(log.readRecordWith(name, log.HAS_HOST_NAME), name) -- every server here is an address
     end
     assert.equal(2000, log.readRecordWith("both", log.HAS_CHECK).spec.check.interval)
     assert.is_nil(log.readRecordWith("nope", log.HAS_CHECK))
-    assert.is_false(log.storedMayHaveDisplay(log.readRaw("args"))) -- picker arguments are stored as "k=v" strings
-    assert.is_true(log.storedMayHaveDisplay(log.readRaw("spelled")))
+    assert.is_false(log.storedHas(log.readRaw("args"), log.MAY_HAVE_DISPLAY)) -- picker arguments are stored as "k=v" strings
+    assert.is_true(log.storedHas(log.readRaw("spelled"), log.MAY_HAVE_DISPLAY))
     -- a second worker that routes to none of them lists, orders and flags them as the writer does
     fake.another_worker(ngx)
     local reg = require("dyups.registry.sync")

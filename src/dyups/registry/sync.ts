@@ -21,7 +21,7 @@ import { revisionHash } from "../digest";
 import { UpstreamRecord } from "../model";
 import { getOptions } from "../options";
 import {
-    allNames, changedSince, currentVersion, decodeRecord, readRaw, readRecordWith, storedCreated, storedHasCheck, storedMayHaveDisplay,
+    allNames, changedSince, currentVersion, decodeRecord, HAS_CHECK, MAY_HAVE_DISPLAY, readRaw, readRecordWith, storedCreated, storedHas,
     storedRevision,
 } from "../store/command_log";
 import { publishHeartbeat } from "../store/workers";
@@ -114,7 +114,7 @@ function applyName(name: string): void {
     let created: number;
     let display: string | undefined;
     let hasCheck: boolean;
-    if (inUse || rev === 0 || storedMayHaveDisplay(raw)) {
+    if (inUse || rev === 0 || storedHas(raw, MAY_HAVE_DISPLAY)) {
         rec = decodeRecord(name, raw);
         if (rec === undefined || rec.rev === oldRev) return;
         rev = rec.rev;
@@ -124,7 +124,7 @@ function applyName(name: string): void {
     } else {
         const c = storedCreated(raw);
         created = c > 0 ? c : rev;
-        hasCheck = storedHasCheck(raw);
+        hasCheck = storedHas(raw, HAS_CHECK);
     }
     revs.set(name, rev);
     if (hasCheck) checked.set(name, true);

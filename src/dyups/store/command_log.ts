@@ -179,32 +179,35 @@ export function readRaw(name: string): string | undefined {
     return undefined;
 }
 
-/**
- * The revision of a stored record without decoding it: the top-level "rev" key. A string value cannot
- * contain `"rev":` (cjson escapes its quotes), so the first match is the key.
- */
+// Reading a stored record without decoding it. Only the record's own keys can match these patterns: a string
+// value cannot contain `"key":` (cjson escapes its quotes; the body is such a string), picker arguments are
+// "k=v" strings, and `check` is an object only as spec.check (spec/store/command_log_spec.lua checks them
+// against the decoded records).
+
+/** The number a stored record holds under `pattern` ('"rev":(%d+)'), 0 when there is none. */
+function storedNumber(raw: string, pattern: string): number {
+    const [digits] = string.match(raw, pattern);
+    return digits !== undefined ? (tonumber(digits) as number) : 0;
+}
+
+/** The revision of a stored record (its top-level "rev"). */
 export function storedRevision(raw: string): number {
-    const [digits] = string.match(raw, '"rev":(%d+)');
-    return digits !== undefined ? (tonumber(digits) as number) : 0;
+    return storedNumber(raw, '"rev":(%d+)');
 }
 
-/**
- * What a worker's catch-up needs of a stored record, without decoding it: its creation version (0: none stored)
- * and whether it has an active check. Only the record's own keys can match: the body is a JSON string (its
- * quotes are escaped), picker arguments are "k=v" strings, and `check` is an object only as spec.check. The
- * display spelling is not read here: a record that may have one is decoded (spec/store/command_log_spec.lua).
- */
+/** The version that created the upstream (0: not stored). */
 export function storedCreated(raw: string): number {
-    const [digits] = string.match(raw, '"created":(%d+)');
-    return digits !== undefined ? (tonumber(digits) as number) : 0;
+    return storedNumber(raw, '"created":(%d+)');
 }
 
-/** Text of a stored record that has an active check (spec.check) / a server given by a host name. */
+/** Texts of a stored record that has an active check (spec.check), a server given by a host name, maybe a display spelling. */
 export const HAS_CHECK = '"check":{';
 export const HAS_HOST_NAME = '"kind":"name"';
+export const MAY_HAVE_DISPLAY = '"display":';
 
-export function storedHasCheck(raw: string): boolean {
-    return string.find(raw, HAS_CHECK, 1, true)[0] !== undefined;
+/** Whether a stored record's text contains `needle` (HAS_CHECK, HAS_HOST_NAME, MAY_HAVE_DISPLAY). */
+export function storedHas(raw: string, needle: string): boolean {
+    return string.find(raw, needle, 1, true)[0] !== undefined;
 }
 
 /**
@@ -214,18 +217,13 @@ export function storedHasCheck(raw: string): boolean {
  */
 export function readRecordWith(name: string, needle: string): UpstreamRecord | undefined {
     const raw = readRaw(name);
-    if (raw === undefined || string.find(raw, needle, 1, true)[0] === undefined) return undefined;
+    if (raw === undefined || !storedHas(raw, needle)) return undefined;
     return decodeRecord(name, raw);
 }
 
-export function storedMayHaveDisplay(raw: string): boolean {
-    return string.find(raw, '"display":', 1, true)[0] !== undefined;
-}
-
-/** The etcd revision of a stored record without decoding it (0: none), like storedRevision. */
+/** The etcd revision of a stored record (0: none). */
 function storedEtcd(raw: string): number {
-    const [digits] = string.match(raw, '"etcd":(%d+)');
-    return digits !== undefined ? (tonumber(digits) as number) : 0;
+    return storedNumber(raw, '"etcd":(%d+)');
 }
 
 /** The cluster digest term of one record (cluster/status.ts). */
