@@ -5,7 +5,7 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { startNginxExpectFailure, sleep, eventually } from "./harness.mjs";
-import { startEtcd, gateway } from "./etcd.mjs";
+import { startEtcd, gateway, b64 } from "./etcd.mjs";
 import { startNode, status, converged, timeUntil, percentile } from "./cluster-lib.mjs";
 
 let etcd;
@@ -214,7 +214,7 @@ describe("one etcd, three nodes", () => {
   });
 
   test("a new node reads 1 000 upstreams from etcd in one full read, yielding without a warning", async () => {
-    const prefix = "/many", b64 = (x) => Buffer.from(x).toString("base64");
+    const prefix = "/many";
     for (let k = 0; k < 10; k++) {
       const ops = [];
       for (let j = 0; j < 100; j++) {
