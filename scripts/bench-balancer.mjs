@@ -13,12 +13,12 @@
 // (/proc/PID/schedstat): on a shared 2-core machine it is far less disturbed by other load than req/s.
 //
 // BENCH_QUICK=1: a short version (1 000 upstreams instead of 10 000, shorter rounds).
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge, luaFloorUpstream } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, status, converge, luaFloorUpstream, spreadScript } from "./bench-lib.mjs";
 
 /** creates `count` upstreams u0..u{count-1} with `concurrency` writers over keep-alive connections */
 async function createMany(ng, count, concurrency, body) {
@@ -148,15 +148,7 @@ ${h.backendServers([B1, B2])}`;
   const many = QUICK ? 1000 : 10000;
   const n = QUICK ? 3 : 6, seconds = QUICK ? 2 : 4;
   console.log(`\n## b. ${many} upstreams vs 1 (two nginx side by side, 2 workers each, wrk -t2 -c50, ${n} interleaved rounds x ${seconds} s)`);
-  const script = path.join(snap, "spread.lua");
-  writeFileSync(script, `local n = tonumber(os.getenv("BENCH_NAMES"))
-local names = {}
-for i = 1, n do names[i] = "many" .. (i - 1) end
-local format, random = wrk.format, math.random
-function setup(thread) thread:set("seed", tostring(math.random(1, 1e9))) end
-function init() math.randomseed(tonumber(seed) or os.time()) end
-function request() return format(nil, nil, { Host = names[random(n)] }) end
-`);
+  const script = spreadScript(snap, "many");
   const inst = async (count) => {
     const [B1, B2] = await h.freePorts(2);
     const httpExtra = `${conf}\n${h.backendServers([B1, B2])}`;

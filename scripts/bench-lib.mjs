@@ -3,7 +3,7 @@
 // The Lua code is a private copy of dist/lua taken at start, so a concurrent `tools/build.sh` (which removes
 // dist/lua) cannot break a run.
 import { spawn, execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, mkdirSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, existsSync, readFileSync, chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
@@ -128,6 +128,23 @@ export async function converge(ng, workers, ms, step) {
     await sleep(step);
   }
   return { ms: NaN, s: await status(ng) };
+}
+
+/**
+ * A wrk script in DIR that names, per request, a random upstream of PREFIX0 .. PREFIX(N-1) as the Host, with N
+ * from the environment (BENCH_NAMES): traffic spread over every upstream. Returns its path.
+ */
+export function spreadScript(dir, prefix) {
+  const script = path.join(dir, "spread.lua");
+  writeFileSync(script, `local n = tonumber(os.getenv("BENCH_NAMES"))
+local names = {}
+for i = 1, n do names[i] = "${prefix}" .. (i - 1) end
+local format, random = wrk.format, math.random
+function setup(thread) thread:set("seed", tostring(math.random(1, 1e9))) end
+function init() math.randomseed(tonumber(seed) or os.time()) end
+function request() return format(nil, nil, { Host = names[random(n)] }) end
+`);
+  return script;
 }
 
 /** The realistic profile's access log of the cost benchmarks: buffered, `combined`, in DIR/logs (DIR "." = the prefix). */

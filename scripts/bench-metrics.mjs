@@ -14,12 +14,12 @@
 //      during scrapes, against the same without scrapes. Also GET /stats (the dashboard's poll) there.
 //
 // BENCH_QUICK=1: a short version. BENCH_ONLY=a|b: one part alone.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import path from "node:path";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
-import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, sleep, cpuNs } from "./bench-lib.mjs";
+import { QUICK, running, cleanup, snapshot, pct, median, f1, f2, f3, pad, lpad, req, wrk, sleep, cpuNs, spreadScript } from "./bench-lib.mjs";
 
 const keep = `proxy_http_version 1.1; proxy_set_header Connection "";`;
 
@@ -200,15 +200,7 @@ ${h.backendServers([B1, B2])}`;
       };
       const idle = await report("idle (no traffic yet):");
       // traffic to every upstream: each request names a random one
-      const script = path.join(snap, "spread.lua");
-      writeFileSync(script, `local n = tonumber(os.getenv("BENCH_NAMES"))
-local names = {}
-for i = 1, n do names[i] = "u" .. (i - 1) end
-local format, random = wrk.format, math.random
-function setup(thread) thread:set("seed", tostring(math.random(1, 1e9))) end
-function init() math.randomseed(tonumber(seed) or os.time()) end
-function request() return format(nil, nil, { Host = names[random(n)] }) end
-`);
+      const script = spreadScript(snap, "u");
       const w = await wrk(x.url, { seconds: QUICK ? 3 : 8, script, env: { BENCH_NAMES: String(many) } });
       console.log(`  spread traffic: ${w.requests} requests over ${many} upstreams (${f1(w.rps)} req/s)`);
       await sleep(2500);
